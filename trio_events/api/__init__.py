@@ -1,0 +1,54 @@
+"""The Quart application: blueprints, error handlers and the access log."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from quart import Response, g, request
+from quart_trio import QuartTrio
+
+from ..services import Services
+from . import health, session, users
+from .common import EXTENSION_KEY
+from .errors import install_error_handlers
+
+__all__ = ["create_app"]
+
+access_log = logging.getLogger("trio_events.http")
+
+
+def create_app(svc: Services) -> QuartTrio:
+    """Build the app around ``svc``; the caller owns the services' lifetimes."""
+    app = QuartTrio("trio_events", static_folder=None)
+    limits = svc.config.limits
+    app.config["MAX_CONTENT_LENGTH"] = max(limits.max_request_bytes, limits.max_avatar_bytes)
+    app.config["BODY_TIMEOUT"] = svc.config.server.request_timeout
+    app.config["RESPONSE_TIMEOUT"] = svc.config.server.request_timeout
+    app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
+    app.extensions[EXTENSION_KEY] = svc
+    for blueprint in (session.blueprint, users.blueprint, health.blueprint):
+        app.register_blueprint(blueprint)
+    install_error_handlers(app)
+
+    @app.before_request
+    async def start_timer() -> None:
+        g.started = time.perf_counter()
+
+    @app.after_request
+    async def log_request(response: Response) -> Response:
+        started = g.get("started")
+        elapsed = (time.perf_counter() - started) * 1000 if started is not None else 0.0
+        response.headers.setdefault("Cache-Control", "no-store")
+        access_log.info(
+            "request method=%s path=%s status=%d ms=%.1f user=%s remote=%s",
+            request.method,
+            request.path,
+            response.status_code,
+            elapsed,
+            g.get("user_id", "-"),
+            request.remote_addr or "-",
+        )
+        return response
+
+    return app

@@ -1,0 +1,88 @@
+"""Helpers every blueprint uses: the services, the caller, the body, the reply."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, cast
+
+from quart import Response, current_app, g, request
+
+from ..errors import BadRequest, PayloadTooLarge, Unauthorized
+from ..services import Principal, Services
+from ..services.auth import BAD_BEARER
+
+__all__ = [
+    "SESSION_COOKIE",
+    "authenticate",
+    "json_body",
+    "json_response",
+    "ok",
+    "raw_body",
+    "services",
+]
+
+SESSION_COOKIE = "VirolaUserSessionId"
+EXTENSION_KEY = "trio_events"
+
+
+def services() -> Services:
+    return cast(Services, current_app.extensions[EXTENSION_KEY])
+
+
+def _bearer() -> str | None:
+    header = request.headers.get("Authorization")
+    if header is None:
+        return None
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized(BAD_BEARER)
+    return token.strip()
+
+
+async def authenticate() -> Principal:
+    """The caller, from the bearer header or the session cookie; 401 otherwise."""
+    principal = await services().auth.authenticate(
+        _bearer(), request.cookies.get(SESSION_COOKIE)
+    )
+    g.user_id = principal.user_id
+    return principal
+
+
+async def raw_body(limit: int) -> bytes:
+    """The request body, refused with 413 past ``limit`` bytes."""
+    length = request.content_length
+    if length is not None and length > limit:
+        raise PayloadTooLarge(f"The request body is larger than {limit} bytes")
+    data = await request.get_data(cache=False, as_text=False, parse_form_data=False)
+    if len(data) > limit:
+        raise PayloadTooLarge(f"The request body is larger than {limit} bytes")
+    return data
+
+
+async def json_body(*, allow_empty: bool = False) -> dict[str, Any]:
+    """The request's JSON object; 400 when it is malformed or not an object."""
+    data = await raw_body(services().config.limits.max_request_bytes)
+    if not data.strip():
+        if allow_empty:
+            return {}
+        raise BadRequest("A JSON request body is required")
+    try:
+        body = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BadRequest(f"Malformed JSON body: {exc}") from None
+    if not isinstance(body, dict):
+        raise BadRequest("The request body must be a JSON object")
+    return body
+
+
+def json_response(payload: dict[str, Any], status: int = 200) -> Response:
+    body = {**payload, "httpStatusCode": status}
+    return Response(
+        json.dumps(body, separators=(",", ":"), ensure_ascii=False),
+        status=status,
+        content_type="application/json; charset=utf-8",
+    )
+
+
+def ok(**payload: Any) -> Response:
+    return json_response(payload)

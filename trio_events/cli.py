@@ -1,0 +1,211 @@
+"""The ``trio-events`` command: serve, init, user, token.
+
+Every subcommand takes ``--config PATH`` and ``--data-dir DIR``.  Errors are one
+line on stderr and a non-zero exit status, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from importlib import resources
+from pathlib import Path
+
+import trio
+
+from . import __version__
+from .config import Config, ConfigError, default_config_path, load_config
+from .errors import ApiError
+from .logs import configure_logging
+from .server import serve
+from .services import Services
+from .services.bootstrap import ensure_admin
+from .store import open_store
+
+__all__ = ["main"]
+
+
+class CliError(Exception):
+    """A failure to report as one line."""
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", metavar="PATH", help="config file (default: ./config.toml)")
+    parser.add_argument("--data-dir", metavar="DIR", help="directory for the database and files")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="trio-events", description="A Trio chat event server.")
+    parser.add_argument("--version", action="version", version=f"trio-events {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("serve", help="run the server")
+    _common(p)
+    p.add_argument("--host", help="address to listen on")
+    p.add_argument("--port", type=int, help="port to listen on (0 picks a free one)")
+
+    p = sub.add_parser("init", help="write a config file and create the first admin")
+    _common(p)
+    p.add_argument("--admin-password", metavar="PASS", help="password for the admin user")
+
+    p = sub.add_parser("user", help="manage users")
+    _common(p)
+    users = p.add_subparsers(dest="user_command", required=True, metavar="ACTION")
+    add = users.add_parser("add", help="create a user")
+    _common(add)
+    add.add_argument("name")
+    add.add_argument("--password", required=True, help="the password, or - to read it from stdin")
+    add.add_argument("--admin", action="store_true", help="make the user an administrator")
+    add.add_argument("--display-name", metavar="TEXT")
+    lst = users.add_parser("list", help="list users")
+    _common(lst)
+    passwd = users.add_parser("passwd", help="set a user's password (ends their sessions)")
+    _common(passwd)
+    passwd.add_argument("name")
+    passwd.add_argument("--password", required=True, help="the password, or - to read it from stdin")
+    suspend = users.add_parser("suspend", help="suspend a user (ends their sessions)")
+    _common(suspend)
+    suspend.add_argument("name")
+
+    p = sub.add_parser("token", help="print a new Web API token for a user")
+    _common(p)
+    p.add_argument("name")
+    return parser
+
+
+def _load(args: argparse.Namespace) -> Config:
+    path = Path(args.config) if args.config else default_config_path()
+    server: dict[str, object] = {}
+    if args.data_dir:
+        server["data_dir"] = args.data_dir
+    if getattr(args, "host", None):
+        server["host"] = args.host
+    if getattr(args, "port", None) is not None:
+        server["port"] = args.port
+    return load_config(path, overrides={"server": server})
+
+
+def _password(value: str) -> str:
+    if value == "-":
+        return sys.stdin.readline().rstrip("\r\n")
+    return value
+
+
+def _run_with_services(config: Config, fn: Callable[[Services], Awaitable[None]]) -> None:
+    async def main() -> None:
+        async with open_store(config) as store:
+            await fn(Services.build(config, store))
+
+    trio.run(main)
+
+
+async def _serve_until_signal(config: Config) -> None:
+    shutdown = trio.Event()
+
+    async def watch_signals(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            task_status.started()
+            async for _ in signals:
+                shutdown.set()
+                return
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(watch_signals)
+        await serve(config, shutdown)
+        nursery.cancel_scope.cancel()
+
+
+def cmd_serve(args: argparse.Namespace) -> None:
+    config = _load(args)
+    configure_logging(config.server.log_level)
+    trio.run(_serve_until_signal, config)
+
+
+def cmd_init(args: argparse.Namespace) -> None:
+    path = Path(args.config) if args.config else Path("config.toml")
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(resources.files("trio_events").joinpath("default_config.toml").read_text())
+        print(f"wrote {path}", file=sys.stderr)
+    args.config = str(path)
+    config = _load(args)
+
+    async def init(svc: Services) -> None:
+        password = await ensure_admin(svc, args.admin_password)
+        name = config.bootstrap.admin_user
+        if password is None:
+            print(f"users exist already in {config.data_dir}; nothing to create", file=sys.stderr)
+        elif args.admin_password:
+            print(f"created admin user {name!r}", file=sys.stderr)
+        else:
+            print(f"created admin user {name!r}; its password (shown once):", file=sys.stderr)
+            print(password)
+
+    _run_with_services(config, init)
+
+
+def cmd_user(args: argparse.Namespace) -> None:
+    config = _load(args)
+
+    async def run(svc: Services) -> None:
+        if args.user_command == "add":
+            user = await svc.users.create_user(
+                None, args.name, _password(args.password), args.display_name, args.admin
+            )
+            print(f"created user {user.user_name!r} id={user.user_id}", file=sys.stderr)
+        elif args.user_command == "list":
+            for user in await svc.users.list_users():
+                role = "admin" if user.is_admin else "user"
+                print(
+                    f"{user.user_id}\t{user.user_name}\t{user.display_name}\t{role}\t{user.status}"
+                )
+        elif args.user_command == "passwd":
+            user = await svc.users.find_user(args.name)
+            await svc.users.update_user(None, user.user_id, {"password": _password(args.password)})
+            print(f"password changed for {user.user_name!r}; their sessions ended", file=sys.stderr)
+        elif args.user_command == "suspend":
+            user = await svc.users.find_user(args.name)
+            await svc.users.update_user(None, user.user_id, {"status": "Suspended"})
+            print(f"suspended {user.user_name!r}; their sessions ended", file=sys.stderr)
+
+    _run_with_services(config, run)
+
+
+def cmd_token(args: argparse.Namespace) -> None:
+    config = _load(args)
+
+    async def run(svc: Services) -> None:
+        user = await svc.users.find_user(args.name)
+        if not user.is_active:
+            raise CliError(f"user {user.user_name!r} is not active")
+        print(await svc.auth.issue_token(user.user_id))
+
+    _run_with_services(config, run)
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], None]] = {
+    "serve": cmd_serve,
+    "init": cmd_init,
+    "user": cmd_user,
+    "token": cmd_token,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        COMMANDS[args.command](args)
+    except (ConfigError, CliError) as exc:
+        print(f"trio-events: error: {exc}", file=sys.stderr)
+        return 2
+    except ApiError as exc:
+        print(f"trio-events: error: {exc.text}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"trio-events: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0

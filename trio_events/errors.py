@@ -1,0 +1,88 @@
+"""The errors a request can end with, each mapped to one HTTP status.
+
+::
+
+    ApiError                 any error that has a place in the wire contract
+    ├── BadRequest           400  malformed JSON, invalid field, bad query value
+    ├── Unauthorized         401  no, invalid or revoked credentials
+    ├── Forbidden            403  authenticated, but not allowed
+    ├── NotFound             404  missing or inaccessible object
+    ├── MethodNotAllowed     405
+    ├── Conflict             409  the change contradicts the current state
+    ├── PayloadTooLarge      413
+    ├── UnsupportedMediaType 415
+    ├── RateLimited          429  carries ``retry_after`` seconds
+    └── ServiceUnavailable   503  storage busy or shutting down
+
+Services raise these; the API layer renders them as
+``{"errorText": ..., "httpStatusCode": ...}``.  Anything else that escapes a
+request is a bug and becomes a 500 without internals.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ApiError",
+    "BadRequest",
+    "Conflict",
+    "Forbidden",
+    "MethodNotAllowed",
+    "NotFound",
+    "PayloadTooLarge",
+    "RateLimited",
+    "ServiceUnavailable",
+    "Unauthorized",
+    "UnsupportedMediaType",
+]
+
+
+class ApiError(Exception):
+    status: int = 500
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text
+
+
+class BadRequest(ApiError):
+    status = 400
+
+
+class Unauthorized(ApiError):
+    status = 401
+
+
+class Forbidden(ApiError):
+    status = 403
+
+
+class NotFound(ApiError):
+    status = 404
+
+
+class MethodNotAllowed(ApiError):
+    status = 405
+
+
+class Conflict(ApiError):
+    status = 409
+
+
+class PayloadTooLarge(ApiError):
+    status = 413
+
+
+class UnsupportedMediaType(ApiError):
+    status = 415
+
+
+class RateLimited(ApiError):
+    status = 429
+
+    def __init__(self, text: str, retry_after: int) -> None:
+        super().__init__(text)
+        self.retry_after = retry_after
+
+
+class ServiceUnavailable(ApiError):
+    status = 503

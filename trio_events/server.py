@@ -1,0 +1,114 @@
+"""Run the server: the store, the services and hypercorn, in one nursery.
+
+``open_server`` is the embedding API: a Trio program opens the whole server
+inside its own task tree and gets its address back once it really listens.
+``serve`` is ``open_server`` plus waiting for a shutdown request; the CLI
+feeds it SIGINT/SIGTERM.
+
+Ownership: the ``open_store`` block owns the database connections; the nursery
+inside it owns hypercorn's task, which owns every connection's task.  Leaving
+the block asks hypercorn to stop (it stops accepting, gives open requests
+``graceful_timeout`` seconds, then cancels them), and only then closes the
+store, so no request outlives the connections it uses.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from functools import partial
+from urllib.parse import urlsplit
+
+import attrs
+import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio import serve as hypercorn_serve
+
+from .api import create_app
+from .config import Config
+from .services import Services
+from .services.bootstrap import ensure_admin
+from .store import open_store
+
+__all__ = ["RunningServer", "open_server", "serve"]
+
+log = logging.getLogger("trio_events.server")
+
+
+@attrs.frozen
+class RunningServer:
+    """A server that is listening: its addresses and its services."""
+
+    urls: list[str]
+    services: Services
+
+    @property
+    def url(self) -> str:
+        return self.urls[0]
+
+    @property
+    def port(self) -> int:
+        port = urlsplit(self.url).port
+        assert port is not None
+        return port
+
+
+def hypercorn_config(config: Config) -> HypercornConfig:
+    server = config.server
+    hc = HypercornConfig()
+    host = f"[{server.host}]" if ":" in server.host else server.host
+    hc.bind = [f"{host}:{server.port}"]
+    if server.tls:
+        hc.certfile = server.certfile
+        hc.keyfile = server.keyfile
+    hc.accesslog = None  # the app logs one line per request itself
+    hc.errorlog = logging.getLogger("hypercorn.error")
+    hc.graceful_timeout = server.graceful_timeout
+    hc.keep_alive_timeout = server.keep_alive_timeout
+    hc.include_server_header = False
+    hc.websocket_max_message_size = config.events.max_client_frame
+    hc.h11_max_incomplete_size = 16 * 1024
+    return hc
+
+
+@contextlib.asynccontextmanager
+async def open_server(config: Config) -> AsyncIterator[RunningServer]:
+    """Start the whole server; yield once it accepts connections; stop on exit."""
+    async with open_store(config) as store:
+        svc = Services.build(config, store)
+        password = await ensure_admin(svc)
+        if password is not None:
+            log.warning(
+                "created the first administrator user=%s password=%s"
+                " (shown once: change it with `trio-events user passwd`)",
+                config.bootstrap.admin_user,
+                password,
+            )
+        app = create_app(svc)
+        shutdown = trio.Event()
+        async with trio.open_nursery() as nursery:
+            urls: list[str] = await nursery.start(
+                partial(
+                    hypercorn_serve, app, hypercorn_config(config), shutdown_trigger=shutdown.wait
+                )
+            )
+            log.info("listening urls=%s data=%s", ",".join(urls), config.data_dir)
+            try:
+                yield RunningServer(urls=urls, services=svc)
+            finally:
+                shutdown.set()
+        log.info("stopped")
+
+
+async def serve(
+    config: Config,
+    shutdown: trio.Event,
+    *,
+    task_status: trio.TaskStatus[RunningServer] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve until ``shutdown`` is set; report the running server when ready."""
+    async with open_server(config) as server:
+        task_status.started(server)
+        await shutdown.wait()
+        log.info("shutting down")

@@ -1,0 +1,37 @@
+"""Application services: validate, authorize, then change the store in one transaction."""
+
+from __future__ import annotations
+
+import attrs
+import trio
+
+from ..config import Config
+from ..store import Store
+from .auth import AuthService, Principal
+from .users import UserService
+
+__all__ = ["AuthService", "Principal", "Services", "UserService"]
+
+
+@attrs.define
+class Services:
+    """Everything a request handler may use, built by :func:`trio_events.server.serve`.
+
+    It holds references only: the store's connections are owned by the
+    ``open_store`` block in ``serve()``, not by this object.
+    """
+
+    config: Config
+    store: Store
+    auth: AuthService
+    users: UserService
+    started_at: float = attrs.field(factory=trio.current_time)
+
+    @classmethod
+    def build(cls, config: Config, store: Store) -> Services:
+        return cls(
+            config=config,
+            store=store,
+            auth=AuthService(store, config.auth),
+            users=UserService(store, config.limits),
+        )

@@ -1,0 +1,105 @@
+"""Checks for client-supplied JSON fields: each failure is a clear 400."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Mapping
+from enum import StrEnum
+from typing import Any, TypeVar
+
+from ..errors import BadRequest
+
+__all__ = [
+    "check_display_name",
+    "check_password",
+    "check_user_name",
+    "optional_bool",
+    "optional_enum",
+    "optional_str",
+    "require_object",
+    "required_str",
+    "reject_unknown",
+]
+
+E = TypeVar("E", bound=StrEnum)
+
+_USER_NAME = re.compile(r"[\w.@+-]+")
+MIN_PASSWORD = 8
+MAX_PASSWORD = 1024
+
+
+def require_object(body: object) -> Mapping[str, Any]:
+    if not isinstance(body, dict):
+        raise BadRequest("The request body must be a JSON object")
+    return body
+
+
+def reject_unknown(body: Mapping[str, Any], allowed: set[str]) -> None:
+    unknown = sorted(set(body) - allowed)
+    if unknown:
+        raise BadRequest(f"Unknown field {unknown[0]!r}")
+
+
+def required_str(body: Mapping[str, Any], name: str) -> str:
+    value = body.get(name)
+    if value is None:
+        raise BadRequest(f"Field {name!r} is required")
+    if not isinstance(value, str):
+        raise BadRequest(f"Field {name!r} must be a string")
+    return value
+
+
+def optional_str(body: Mapping[str, Any], name: str) -> str | None:
+    if body.get(name) is None:
+        return None
+    return required_str(body, name)
+
+
+def optional_bool(body: Mapping[str, Any], name: str) -> bool | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, bool):
+        raise BadRequest(f"Field {name!r} must be true or false")
+    return value
+
+
+def optional_enum(body: Mapping[str, Any], name: str, enum: type[E]) -> E | None:
+    value = optional_str(body, name)
+    if value is None:
+        return None
+    try:
+        return enum(value)
+    except ValueError:
+        choices = ", ".join(member.value for member in enum)
+        raise BadRequest(f"Field {name!r} must be one of {choices}") from None
+
+
+def _has_control(text: str) -> bool:
+    return any(unicodedata.category(ch) in {"Cc", "Cf", "Cs", "Co", "Cn"} for ch in text)
+
+
+def check_user_name(value: str, max_length: int) -> str:
+    if not 1 <= len(value) <= max_length or not _USER_NAME.fullmatch(value):
+        raise BadRequest(
+            f"Field 'userName' must be 1 to {max_length} letters, digits or . _ @ + -"
+        )
+    return value
+
+
+def check_display_name(value: str, max_length: int, field: str = "displayName") -> str:
+    value = value.strip()
+    if not 1 <= len(value) <= max_length or _has_control(value):
+        raise BadRequest(
+            f"Field {field!r} must be 1 to {max_length} printable characters"
+        )
+    return value
+
+
+def check_password(value: str) -> str:
+    if not MIN_PASSWORD <= len(value) <= MAX_PASSWORD:
+        raise BadRequest(
+            f"Field 'password' must be {MIN_PASSWORD} to {MAX_PASSWORD} characters long"
+        )
+    return value

@@ -1,0 +1,100 @@
+"""The storage interface every backend implements.
+
+A service never holds a connection.  It hands the store a plain synchronous
+function of one :class:`Tx`; the store runs it in a worker thread inside one
+transaction and commits, or rolls back if the function raises.  So a change is
+all-or-nothing by construction, business rules stay ordinary synchronous code
+(easy to test, impossible to interleave with other tasks half-way), and the
+event loop never blocks on the database.
+
+A backend supplies the :class:`Store` (threads, connections, transactions) and
+its :class:`Tx` (the queries).  The SQLite backend is in :mod:`.sqlite`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol, TypeVar
+
+import attrs
+
+from ..model import Avatar, Credential, CredentialKind, User, UserStatus
+
+__all__ = ["AvatarOwner", "Store", "StoreStatistics", "Tx", "UserUpdate"]
+
+T = TypeVar("T")
+
+AvatarOwner = str  # "user" or "room"
+
+
+@attrs.frozen
+class UserUpdate:
+    """The columns of a user that a PATCH may change; ``None`` keeps the value."""
+
+    display_name: str | None = None
+    password_hash: str | None = None
+    is_admin: bool | None = None
+    status: UserStatus | None = None
+
+
+@attrs.frozen
+class StoreStatistics:
+    reads: int
+    writes: int
+    failed_writes: int
+
+
+class Tx(Protocol):
+    """The queries a service may run inside one transaction."""
+
+    # users
+    def count_users(self) -> int: ...
+    def count_active_admins(self) -> int: ...
+    def get_user(self, user_id: int) -> User | None: ...
+    def get_user_by_name(self, user_name: str) -> User | None: ...
+    def get_password_hash(self, user_id: int) -> str | None: ...
+    def list_users(self) -> list[User]: ...
+    def insert_user(
+        self, user_name: str, display_name: str, password_hash: str, is_admin: bool, now: int
+    ) -> User: ...
+    def update_user(self, user_id: int, update: UserUpdate, now: int) -> User: ...
+
+    # credentials (sessions and Web API tokens)
+    def insert_credential(
+        self,
+        user_id: int,
+        kind: CredentialKind,
+        secret_hash: str,
+        now: int,
+        expires_utc: int | None,
+    ) -> Credential: ...
+    def get_credential(self, secret_hash: str) -> Credential | None: ...
+    def delete_credential(self, credential_id: int) -> bool: ...
+    def delete_credentials(
+        self, user_id: int, kind: CredentialKind | None = None, keep_id: int | None = None
+    ) -> list[int]: ...
+    def delete_expired_credentials(self, now: int) -> int: ...
+
+    # avatars
+    def get_avatar(self, owner: AvatarOwner, owner_id: int) -> Avatar | None: ...
+    def put_avatar(
+        self, owner: AvatarOwner, owner_id: int, content_type: str, data: bytes, now: int
+    ) -> None: ...
+
+
+class Store(Protocol):
+    """Runs functions of a :class:`Tx` in transactions, off the event loop."""
+
+    async def read(self, fn: Callable[[Tx], T]) -> T:
+        """Run ``fn`` in a read-only snapshot."""
+        ...
+
+    async def write(self, fn: Callable[[Tx], T]) -> T:
+        """Run ``fn`` in a write transaction; commit if it returns, roll back if it raises."""
+        ...
+
+    async def ping(self) -> None:
+        """Raise if the database cannot answer a trivial query."""
+        ...
+
+    def statistics(self) -> StoreStatistics: ...

@@ -1,0 +1,174 @@
+"""SQLite backend: one writer connection, a small pool of readers, worker threads.
+
+Why threads and this shape: the standard ``sqlite3`` module blocks, so every
+call runs in ``trio.to_thread.run_sync``.  SQLite allows one writer at a time,
+so writes queue on a :class:`trio.Lock` (fair, FIFO) in front of one dedicated
+connection instead of piling up inside SQLite's busy handler; in WAL mode reads
+never block the writer, so reads use a pool of ``read_connections``
+connections.  Threads are never abandoned on cancellation
+(``abandon_on_cancel=False``): a transaction always finishes, committed or
+rolled back, before its caller sees the cancellation, so a cancelled request
+cannot leave a connection mid-transaction.  Waiting for the writer is bounded
+by ``busy_timeout``; past it the caller gets :class:`ServiceUnavailable`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sqlite3
+from collections.abc import AsyncIterator, Callable
+from importlib import resources
+from pathlib import Path
+from typing import TypeVar
+
+import trio
+
+from ..config import StorageConfig
+from ..errors import ServiceUnavailable
+from .base import StoreStatistics, Tx
+from .sqlite_tx import SqliteTx
+
+__all__ = ["SqliteStore", "apply_migrations", "open_sqlite_store"]
+
+T = TypeVar("T")
+log = logging.getLogger("trio_events.store")
+
+
+def _migrations_dir() -> Path:
+    return Path(str(resources.files("trio_events.store") / "migrations" / "sqlite"))
+
+
+def apply_migrations(path: Path) -> list[str]:
+    """Bring the database at ``path`` to the newest schema; return the ids applied.
+
+    yoyo-migrations keeps the list of applied migrations in the database and
+    applies each pending one in its own transaction, under its lock table, so
+    two processes starting at once do not both migrate.
+    """
+    from yoyo import get_backend, read_migrations
+
+    backend = get_backend(f"sqlite:///{path}")
+    try:
+        migrations = read_migrations(str(_migrations_dir()))
+        with backend.lock():
+            pending = backend.to_apply(migrations)
+            backend.apply_migrations(pending)
+        return [m.id for m in pending]
+    finally:
+        backend.connection.close()
+
+
+def connect(path: Path, config: StorageConfig) -> sqlite3.Connection:
+    conn = sqlite3.connect(
+        path,
+        isolation_level=None,  # we issue BEGIN / COMMIT ourselves
+        check_same_thread=False,  # used from worker threads, one at a time
+        timeout=config.busy_timeout,
+    )
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute(f"PRAGMA synchronous={'FULL' if config.durability == 'full' else 'NORMAL'}")
+    conn.execute("PRAGMA foreign_keys=ON")
+    conn.execute(f"PRAGMA busy_timeout={int(config.busy_timeout * 1000)}")
+    return conn
+
+
+class SqliteStore:
+    """The :class:`~trio_events.store.base.Store` for one SQLite file."""
+
+    def __init__(
+        self, writer: sqlite3.Connection, readers: list[sqlite3.Connection], busy_timeout: float
+    ) -> None:
+        self._writer = writer
+        self._readers = readers
+        self._all = [writer, *readers]
+        self._busy_timeout = busy_timeout
+        self._write_lock = trio.Lock()
+        self._read_slots = trio.Semaphore(len(readers))
+        self._threads = trio.CapacityLimiter(len(readers) + 1)
+        self._reads = 0
+        self._writes = 0
+        self._failed_writes = 0
+
+    @staticmethod
+    def _run(conn: sqlite3.Connection, begin: str, fn: Callable[[Tx], T]) -> T:
+        conn.execute(begin)
+        try:
+            result = fn(SqliteTx(conn))
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        return result
+
+    async def read(self, fn: Callable[[Tx], T]) -> T:
+        try:
+            with trio.fail_after(self._busy_timeout):
+                await self._read_slots.acquire()
+        except trio.TooSlowError:
+            raise ServiceUnavailable("Storage is busy, try again") from None
+        try:
+            conn = self._readers.pop()
+            try:
+                self._reads += 1
+                return await trio.to_thread.run_sync(
+                    self._run, conn, "BEGIN", fn, limiter=self._threads
+                )
+            finally:
+                self._readers.append(conn)
+        finally:
+            self._read_slots.release()
+
+    async def write(self, fn: Callable[[Tx], T]) -> T:
+        try:
+            with trio.fail_after(self._busy_timeout):
+                await self._write_lock.acquire()
+        except trio.TooSlowError:
+            raise ServiceUnavailable("Storage is busy, try again") from None
+        try:
+            self._writes += 1
+            return await trio.to_thread.run_sync(
+                self._run, self._writer, "BEGIN IMMEDIATE", fn, limiter=self._threads
+            )
+        except BaseException:
+            self._failed_writes += 1
+            raise
+        finally:
+            self._write_lock.release()
+
+    async def ping(self) -> None:
+        await self.read(lambda tx: tx.count_users())
+
+    def statistics(self) -> StoreStatistics:
+        return StoreStatistics(
+            reads=self._reads, writes=self._writes, failed_writes=self._failed_writes
+        )
+
+    def close(self) -> None:
+        for conn in self._all:
+            conn.close()
+
+
+@contextlib.asynccontextmanager
+async def open_sqlite_store(path: Path, config: StorageConfig) -> AsyncIterator[SqliteStore]:
+    """Create or migrate the database at ``path`` and yield a store over it.
+
+    The connections are closed when the block exits, after every call in
+    flight has finished (callers live in nurseries inside this block).
+    """
+
+    def setup() -> SqliteStore:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        applied = apply_migrations(path)
+        if applied:
+            log.info("migrations applied path=%s ids=%s", path, ",".join(applied))
+        writer = connect(path, config)
+        readers = [connect(path, config) for _ in range(config.read_connections)]
+        return SqliteStore(writer, readers, config.busy_timeout)
+
+    store = await trio.to_thread.run_sync(setup)
+    try:
+        yield store
+    finally:
+        with trio.CancelScope(shield=True):
+            await trio.to_thread.run_sync(store.close)
