@@ -11,4 +11,12 @@ from .server import RunningServer as RunningServer
 from .server import open_server as open_server
 from .server import serve as serve
 
-__all__ = ["Config", "ConfigError", "RunningServer", "__version__", "load_config", "open_server", "serve"]
+__all__ = [
+    "Config",
+    "ConfigError",
+    "RunningServer",
+    "__version__",
+    "load_config",
+    "open_server",
+    "serve",
+]

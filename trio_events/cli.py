@@ -64,7 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     passwd = users.add_parser("passwd", help="set a user's password (ends their sessions)")
     _common(passwd)
     passwd.add_argument("name")
-    passwd.add_argument("--password", required=True, help="the password, or - to read it from stdin")
+    passwd.add_argument(
+        "--password", required=True, help="the password, or - to read it from stdin"
+    )
     suspend = users.add_parser("suspend", help="suspend a user (ends their sessions)")
     _common(suspend)
     suspend.add_argument("name")

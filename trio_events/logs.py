@@ -10,13 +10,12 @@ __all__ = ["configure_logging"]
 
 
 class _Formatter(logging.Formatter):
-    converter = time.gmtime
-
     def __init__(self) -> None:
         super().__init__(
             "%(asctime)s.%(msecs)03dZ %(levelname)s %(name)s %(message)s",
             datefmt="%Y-%m-%dT%H:%M:%S",
         )
+        self.converter = time.gmtime
 
 
 def configure_logging(level: str) -> None:

@@ -25,7 +25,7 @@ def camel(name: str) -> str:
 
 
 def _register_camel(cls: type) -> None:
-    overrides = {f.name: override(rename=camel(f.name)) for f in attrs.fields(cls)}
+    overrides: dict[str, Any] = {f.name: override(rename=camel(f.name)) for f in attrs.fields(cls)}
     converter.register_unstructure_hook(cls, make_dict_unstructure_fn(cls, converter, **overrides))
 
 

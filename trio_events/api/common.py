@@ -41,9 +41,7 @@ def _bearer() -> str | None:
 
 async def authenticate() -> Principal:
     """The caller, from the bearer header or the session cookie; 401 otherwise."""
-    principal = await services().auth.authenticate(
-        _bearer(), request.cookies.get(SESSION_COOKIE)
-    )
+    principal = await services().auth.authenticate(_bearer(), request.cookies.get(SESSION_COOKIE))
     g.user_id = principal.user_id
     return principal
 

@@ -50,7 +50,5 @@ def install_error_handlers(app: QuartTrio) -> None:
 
     @app.errorhandler(Exception)
     async def unexpected(exc: Exception) -> Response:
-        log.error(
-            "unhandled error method=%s path=%s", request.method, request.path, exc_info=exc
-        )
+        log.error("unhandled error method=%s path=%s", request.method, request.path, exc_info=exc)
         return json_response({"errorText": "Internal server error"}, 500)

@@ -106,8 +106,10 @@ class UserService:
             before = tx.get_user(user_id)
             if before is None:
                 raise NotFound("User not found")
-            demoted = before.is_admin and before.is_active and (
-                is_admin is False or (status is not None and status is not UserStatus.ACTIVE)
+            demoted = (
+                before.is_admin
+                and before.is_active
+                and (is_admin is False or (status is not None and status is not UserStatus.ACTIVE))
             )
             if demoted and tx.count_active_admins() <= 1:
                 raise Conflict("The last active administrator cannot be demoted or suspended")
@@ -126,7 +128,8 @@ class UserService:
                 revoked = tx.delete_credentials(user_id)
             elif password_hash is not None:
                 # A new password ends every other session and the API token.
-                revoked = tx.delete_credentials(user_id, keep_id=keep_credential if is_self else None)
+                keep = keep_credential if is_self else None
+                revoked = tx.delete_credentials(user_id, keep_id=keep)
             return UserChange(user=user, revoked_credentials=revoked)
 
         return await self._store.write(apply)

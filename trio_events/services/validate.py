@@ -82,18 +82,14 @@ def _has_control(text: str) -> bool:
 
 def check_user_name(value: str, max_length: int) -> str:
     if not 1 <= len(value) <= max_length or not _USER_NAME.fullmatch(value):
-        raise BadRequest(
-            f"Field 'userName' must be 1 to {max_length} letters, digits or . _ @ + -"
-        )
+        raise BadRequest(f"Field 'userName' must be 1 to {max_length} letters, digits or . _ @ + -")
     return value
 
 
 def check_display_name(value: str, max_length: int, field: str = "displayName") -> str:
     value = value.strip()
     if not 1 <= len(value) <= max_length or _has_control(value):
-        raise BadRequest(
-            f"Field {field!r} must be 1 to {max_length} printable characters"
-        )
+        raise BadRequest(f"Field {field!r} must be 1 to {max_length} printable characters")
     return value
 
 

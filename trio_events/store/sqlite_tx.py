@@ -10,9 +10,7 @@ from .base import AvatarOwner, UserUpdate
 
 __all__ = ["SqliteTx"]
 
-_USER_COLUMNS = (
-    "user_id, user_name, display_name, is_admin, status, created_utc, last_modified_utc"
-)
+_USER_COLUMNS = "user_id, user_name, display_name, is_admin, status, created_utc, last_modified_utc"
 
 
 def _user(row: tuple[int, str, str, int, str, int, int]) -> User:
