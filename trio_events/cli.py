@@ -32,8 +32,19 @@ class CliError(Exception):
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", metavar="PATH", help="config file (default: ./config.toml)")
-    parser.add_argument("--data-dir", metavar="DIR", help="directory for the database and files")
+    # SUPPRESS: a nested parser must not overwrite what an outer one has read.
+    parser.add_argument(
+        "--config",
+        metavar="PATH",
+        default=argparse.SUPPRESS,
+        help="config file (default: ./config.toml)",
+    )
+    parser.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        default=argparse.SUPPRESS,
+        help="directory for the database and files",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -78,9 +89,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _load(args: argparse.Namespace) -> Config:
-    path = Path(args.config) if args.config else default_config_path()
+    config_arg = getattr(args, "config", None)
+    path = Path(config_arg) if config_arg else default_config_path()
     server: dict[str, object] = {}
-    if args.data_dir:
+    if getattr(args, "data_dir", None):
         server["data_dir"] = args.data_dir
     if getattr(args, "host", None):
         server["host"] = args.host
@@ -126,7 +138,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
 
 def cmd_init(args: argparse.Namespace) -> None:
-    path = Path(args.config) if args.config else Path("config.toml")
+    path = Path(getattr(args, "config", None) or "config.toml")
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(resources.files("trio_events").joinpath("default_config.toml").read_text())
@@ -139,7 +151,7 @@ def cmd_init(args: argparse.Namespace) -> None:
         name = config.bootstrap.admin_user
         if password is None:
             print(f"users exist already in {config.data_dir}; nothing to create", file=sys.stderr)
-        elif args.admin_password:
+        elif not password:
             print(f"created admin user {name!r}", file=sys.stderr)
         else:
             print(f"created admin user {name!r}; its password (shown once):", file=sys.stderr)

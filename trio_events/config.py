@@ -10,6 +10,7 @@ can print one line instead of a traceback.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import tomllib
@@ -51,6 +52,8 @@ class _FieldError(ValueError):
 
 def _in_range(low: float, high: float | None = None) -> Any:
     def check(instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
+        if not math.isfinite(value):
+            raise _FieldError(attribute.name, f"must be a finite number, got {value!r}")
         if value < low or (high is not None and value > high):
             bound = f"between {low} and {high}" if high is not None else f"at least {low}"
             raise _FieldError(attribute.name, f"must be {bound}, got {value!r}")
@@ -59,6 +62,8 @@ def _in_range(low: float, high: float | None = None) -> Any:
 
 
 def _positive(instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
+    if not math.isfinite(value):
+        raise _FieldError(attribute.name, f"must be a finite number, got {value!r}")
     if value <= 0:
         raise _FieldError(attribute.name, f"must be greater than 0, got {value!r}")
 
@@ -190,6 +195,13 @@ def _structure_strict_bool(value: object, _: type) -> bool:
     return value
 
 
+def _structure_str_list(value: object, _: type) -> list[str]:
+    if not isinstance(value, list):
+        raise TypeError(f"expected a list of strings, got {value!r}")
+    return [_structure_strict_str(item, str) for item in value]
+
+
+_converter.register_structure_hook_func(lambda t: t == list[str], _structure_str_list)
 _converter.register_structure_hook(float, _structure_strict_float)
 _converter.register_structure_hook(int, _structure_strict_int)
 _converter.register_structure_hook(str, _structure_strict_str)
@@ -232,9 +244,8 @@ def _first_message(exc: BaseException, path: str) -> str:
                     subpath = f"{path}[{index}]"
             return _first_message(sub, subpath)
     if isinstance(exc, cattrs.ForbiddenExtraKeysError):
-        keys = ", ".join(sorted(exc.extra_fields))
-        where = f" in [{path}]" if path else ""
-        return f"unknown key{'s' if len(exc.extra_fields) > 1 else ''} {keys}{where}"
+        keys = ", ".join(f"{path}.{key}" if path else key for key in sorted(exc.extra_fields))
+        return f"unknown key{'s' if len(exc.extra_fields) > 1 else ''} {keys}"
     if isinstance(exc, _FieldError):
         path = f"{path}.{exc.field}" if path else exc.field
     message = str(exc)

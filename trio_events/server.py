@@ -78,7 +78,7 @@ async def open_server(config: Config) -> AsyncIterator[RunningServer]:
     async with open_store(config) as store:
         svc = Services.build(config, store)
         password = await ensure_admin(svc)
-        if password is not None:
+        if password:
             log.warning(
                 "created the first administrator user=%s password=%s"
                 " (shown once: change it with `trio-events user passwd`)",

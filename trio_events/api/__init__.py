@@ -9,7 +9,7 @@ from quart import Response, g, request
 from quart_trio import QuartTrio
 
 from ..services import Services
-from . import health, session, users
+from . import health, messages, rooms, session, users
 from .common import EXTENSION_KEY
 from .errors import install_error_handlers
 
@@ -27,7 +27,13 @@ def create_app(svc: Services) -> QuartTrio:
     app.config["RESPONSE_TIMEOUT"] = svc.config.server.request_timeout
     app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
     app.extensions[EXTENSION_KEY] = svc
-    for blueprint in (session.blueprint, users.blueprint, health.blueprint):
+    for blueprint in (
+        session.blueprint,
+        users.blueprint,
+        rooms.blueprint,
+        messages.blueprint,
+        health.blueprint,
+    ):
         app.register_blueprint(blueprint)
     install_error_handlers(app)
 

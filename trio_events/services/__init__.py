@@ -8,9 +8,11 @@ import trio
 from ..config import Config
 from ..store import Store
 from .auth import AuthService, Principal
+from .messages import MessageService
+from .rooms import RoomService
 from .users import UserService
 
-__all__ = ["AuthService", "Principal", "Services", "UserService"]
+__all__ = ["AuthService", "MessageService", "Principal", "RoomService", "Services", "UserService"]
 
 
 @attrs.define
@@ -25,6 +27,8 @@ class Services:
     store: Store
     auth: AuthService
     users: UserService
+    rooms: RoomService
+    messages: MessageService
     started_at: float = attrs.field(factory=trio.current_time)
 
     @classmethod
@@ -34,4 +38,6 @@ class Services:
             store=store,
             auth=AuthService(store, config.auth),
             users=UserService(store, config.limits),
+            rooms=RoomService(store, config.limits),
+            messages=MessageService(store, config.limits),
         )

@@ -11,6 +11,7 @@ from ..errors import RateLimited, Unauthorized
 from ..model import Credential, CredentialKind, User, now_ms
 from ..store import Store, Tx
 from ..throttle import Throttle
+from .outbox import Outbox
 
 __all__ = [
     "BAD_BEARER",
@@ -129,6 +130,7 @@ class AuthService:
             if credential is None or credential.kind is not CredentialKind.SESSION:
                 return []
             tx.delete_credential(credential.credential_id)
+            Outbox(tx, now_ms()).session_ended(credential.user_id, [credential.credential_id])
             return [credential.credential_id]
 
         return await self._store.write(end)
@@ -141,7 +143,8 @@ class AuthService:
         def replace(tx: Tx) -> None:
             if tx.get_user(user_id) is None:
                 raise Unauthorized(BAD_SESSION)
-            tx.delete_credentials(user_id, CredentialKind.TOKEN)
+            revoked = tx.delete_credentials(user_id, CredentialKind.TOKEN)
+            Outbox(tx, now).session_ended(user_id, revoked)
             tx.insert_credential(
                 user_id, CredentialKind.TOKEN, passwords.hash_secret(secret), now, None
             )

@@ -10,10 +10,12 @@ import attrs
 from .. import passwords
 from ..config import LimitsConfig
 from ..errors import BadRequest, Conflict, Forbidden, NotFound
-from ..model import Avatar, User, UserStatus, now_ms
+from ..events import EventType
+from ..model import Avatar, RoomType, User, UserStatus, now_ms
 from ..store import Store, Tx, UserUpdate
 from . import validate as v
 from .images import check_image
+from .outbox import Outbox
 
 __all__ = ["UserChange", "UserService"]
 
@@ -52,9 +54,14 @@ class UserService:
         v.check_password(password)
         display = v.check_display_name(display_name or user_name, self._limits.max_name_length)
         password_hash = await passwords.hash_password(password)
-        return await self._store.write(
-            lambda tx: tx.insert_user(user_name, display, password_hash, is_admin, now_ms())
-        )
+        now = now_ms()
+
+        def write(tx: Tx) -> User:
+            user = tx.insert_user(user_name, display, password_hash, is_admin, now)
+            Outbox(tx, now).acl_user(user.user_id, user.is_admin, user.is_active)
+            return user
+
+        return await self._store.write(write)
 
     async def create_user_from_json(self, actor: User, body: Mapping[str, Any]) -> User:
         v.reject_unknown(body, _CREATE_FIELDS)
@@ -102,6 +109,8 @@ class UserService:
                 raise Forbidden("The current password is wrong")
         password_hash = await passwords.hash_password(password) if password is not None else None
 
+        now = now_ms()
+
         def apply(tx: Tx) -> UserChange:
             before = tx.get_user(user_id)
             if before is None:
@@ -121,7 +130,7 @@ class UserService:
                     is_admin=is_admin,
                     status=status,
                 ),
-                now_ms(),
+                now,
             )
             revoked: list[int] = []
             if not user.is_active:
@@ -130,6 +139,12 @@ class UserService:
                 # A new password ends every other session and the API token.
                 keep = keep_credential if is_self else None
                 revoked = tx.delete_credentials(user_id, keep_id=keep)
+            out = Outbox(tx, now)
+            if (before.is_admin, before.is_active) != (user.is_admin, user.is_active):
+                out.acl_user(user_id, user.is_admin, user.is_active)
+                if before.is_active and user.is_active:
+                    _announce_admin_change(tx, out, user)
+            out.session_ended(user_id, revoked)
             return UserChange(user=user, revoked_credentials=revoked)
 
         return await self._store.write(apply)
@@ -159,3 +174,20 @@ class UserService:
             tx.update_user(user_id, UserUpdate(), now)
 
         await self._store.write(store)
+
+
+def _announce_admin_change(tx: Tx, out: Outbox, user: User) -> None:
+    """A promoted admin gains every private room; a demoted one loses those
+    they are not a member of."""
+    for room in tx.list_rooms():
+        if (
+            room.room_type is not RoomType.PRIVATE
+            or tx.membership(room.room_id, user.user_id) is not None
+        ):
+            continue
+        if user.is_admin:
+            state = tx.room_state(room.room_id, only_user=user.user_id)
+            out.room(EventType.ROOM_CREATED, state, audience=[user.user_id])
+        else:
+            tx.set_pin(room.room_id, user.user_id, False)
+            out.room_deleted(room.room_id, [user.user_id])

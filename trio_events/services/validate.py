@@ -29,16 +29,19 @@ MIN_PASSWORD = 8
 MAX_PASSWORD = 1024
 
 
-def require_object(body: object) -> Mapping[str, Any]:
+def require_object(body: object, where: str = "") -> Mapping[str, Any]:
     if not isinstance(body, dict):
+        if where:
+            raise BadRequest(f"Field {where!r} must be a JSON object")
         raise BadRequest("The request body must be a JSON object")
     return body
 
 
-def reject_unknown(body: Mapping[str, Any], allowed: set[str]) -> None:
+def reject_unknown(body: Mapping[str, Any], allowed: set[str], where: str = "") -> None:
     unknown = sorted(set(body) - allowed)
     if unknown:
-        raise BadRequest(f"Unknown field {unknown[0]!r}")
+        name = f"{where}.{unknown[0]}" if where else unknown[0]
+        raise BadRequest(f"Unknown field {name!r}")
 
 
 def required_str(body: Mapping[str, Any], name: str) -> str:
@@ -65,15 +68,18 @@ def optional_bool(body: Mapping[str, Any], name: str) -> bool | None:
     return value
 
 
-def optional_enum(body: Mapping[str, Any], name: str, enum: type[E]) -> E | None:
-    value = optional_str(body, name)
+def optional_enum(body: Mapping[str, Any], name: str, enum: type[E], where: str = "") -> E | None:
+    label = f"{where}.{name}" if where else name
+    value = body.get(name)
     if value is None:
         return None
     try:
+        if not isinstance(value, str):
+            raise ValueError(value)
         return enum(value)
     except ValueError:
         choices = ", ".join(member.value for member in enum)
-        raise BadRequest(f"Field {name!r} must be one of {choices}") from None
+        raise BadRequest(f"Field {label!r} must be one of {choices}") from None
 
 
 def _has_control(text: str) -> bool:

@@ -7,6 +7,8 @@ import sqlite3
 from ..errors import Conflict, NotFound
 from ..model import Avatar, Credential, CredentialKind, User, UserStatus
 from .base import AvatarOwner, UserUpdate
+from .sqlite_messages import MessageQueries
+from .sqlite_rooms import RoomQueries
 
 __all__ = ["SqliteTx"]
 
@@ -36,7 +38,7 @@ def _credential(row: tuple[int, int, str, str, int, int | None]) -> Credential:
     )
 
 
-class SqliteTx:
+class SqliteTx(RoomQueries, MessageQueries):
     """Implements :class:`~trio_events.store.base.Tx` over one connection."""
 
     def __init__(self, conn: sqlite3.Connection) -> None:

@@ -1,0 +1,105 @@
+"""Helpers shared by the integration tests: configs, servers, logins, error checks."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+import trio_events
+from trio_events.config import Config, load_config
+from trio_events.model import User
+
+ADMIN_NAME = "admin"
+ADMIN_PASSWORD = "admin-password-1"
+USER_PASSWORD = "user-password-1"
+SESSION_COOKIE = "VirolaUserSessionId"
+TEST_TIMEOUT = 30.0
+
+
+def make_config(tmp_path: Path, **sections: Mapping[str, object]) -> Config:
+    """A config rooted in ``tmp_path``, with ``sections`` merged over the test defaults."""
+    overrides: dict[str, dict[str, object]] = {
+        "server": {"port": 0, "data_dir": str(tmp_path)},
+        "bootstrap": {"admin_password": ADMIN_PASSWORD},
+    }
+    for section, values in sections.items():
+        overrides.setdefault(section, {}).update(values)
+    return load_config(None, environ={}, overrides=overrides)
+
+
+@contextlib.asynccontextmanager
+async def serving(
+    config: Config,
+) -> AsyncIterator[tuple[trio_events.RunningServer, httpx.AsyncClient]]:
+    """Run a server for ``config`` and a client pointed at it for the block."""
+    async with (
+        trio_events.open_server(config) as running,
+        httpx.AsyncClient(base_url=running.url) as client,
+    ):
+        yield running, client
+
+
+def session_headers(session_id: str) -> dict[str, str]:
+    """Headers that present ``session_id`` as the session cookie, independent of any jar."""
+    return {"Cookie": f"{SESSION_COOKIE}={session_id}"}
+
+
+def bearer_headers(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def login(client: httpx.AsyncClient, name: str, password: str) -> str:
+    """Log in and return the session id; the client's cookie jar is left empty."""
+    response = await client.post("/api/v1/login", json={"userName": name, "password": password})
+    assert response.status_code == 200, response.text
+    client.cookies.clear()
+    session_id = response.json()["userSessionId"]
+    assert isinstance(session_id, str)
+    return session_id
+
+
+async def login_admin(client: httpx.AsyncClient) -> dict[str, str]:
+    """Headers authenticating as the bootstrap administrator."""
+    return session_headers(await login(client, ADMIN_NAME, ADMIN_PASSWORD))
+
+
+async def create_user(
+    running: trio_events.RunningServer,
+    name: str,
+    password: str = USER_PASSWORD,
+    *,
+    display_name: str | None = None,
+    is_admin: bool = False,
+) -> User:
+    """Create a user through the services, as the CLI does."""
+    return await running.services.users.create_user(None, name, password, display_name, is_admin)
+
+
+async def login_user(
+    client: httpx.AsyncClient,
+    running: trio_events.RunningServer,
+    name: str,
+    *,
+    is_admin: bool = False,
+) -> tuple[User, dict[str, str]]:
+    """Create a user and log it in; return it and its session headers."""
+    user = await create_user(running, name, is_admin=is_admin)
+    return user, session_headers(await login(client, name, USER_PASSWORD))
+
+
+def assert_error(response: httpx.Response, status: int, text: str | None = None) -> dict[str, Any]:
+    """The contract's error shape: JSON with errorText and httpStatusCode == status."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    body = response.json()
+    assert isinstance(body, dict)
+    assert body["httpStatusCode"] == status
+    assert isinstance(body["errorText"], str)
+    assert body["errorText"]
+    if text is not None:
+        assert body["errorText"] == text
+    return body

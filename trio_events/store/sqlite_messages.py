@@ -1,0 +1,247 @@
+"""SQLite queries for messages, comments, read receipts and the event log."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Sequence
+from typing import Any
+
+from ..model import (
+    IssueProperties,
+    IssueStatus,
+    IssueType,
+    MarkupType,
+    MeetingProperties,
+    Message,
+    MessageType,
+    NewMessage,
+    Priority,
+    ReadTimestamp,
+    StoredEvent,
+)
+
+__all__ = ["MessageQueries"]
+
+_MESSAGE_COLUMNS = (
+    "message_id, parent_message_id, user_id, room_id, text, markup_type, message_type,"
+    " priority, comment_count, created_utc, last_modified_utc, last_edited_utc,"
+    " issue_properties, meeting_properties"
+)
+
+
+def _issue_json(value: IssueProperties | None) -> str | None:
+    if value is None:
+        return None
+    return json.dumps(
+        {"type": str(value.type), "status": str(value.status), "assignees": list(value.assignees)}
+    )
+
+
+def _meeting_json(value: MeetingProperties | None) -> str | None:
+    if value is None:
+        return None
+    return json.dumps({"timeUtc": value.time_utc, "duration": value.duration})
+
+
+def _message(row: Sequence[Any], reads: tuple[ReadTimestamp, ...]) -> Message:
+    issue = json.loads(row[12]) if row[12] else None
+    meeting = json.loads(row[13]) if row[13] else None
+    return Message(
+        message_id=row[0],
+        parent_message_id=row[1],
+        user_id=row[2],
+        room_id=row[3],
+        text=row[4],
+        markup_type=MarkupType(row[5]),
+        message_type=MessageType(row[6]),
+        priority=Priority(row[7]),
+        comment_count=row[8],
+        created_utc=row[9],
+        last_modified_utc=row[10],
+        last_edited_utc=row[11],
+        read_timestamps=reads,
+        issue_properties=IssueProperties(
+            type=IssueType(issue["type"]),
+            status=IssueStatus(issue["status"]),
+            assignees=tuple(issue["assignees"]),
+        )
+        if issue
+        else None,
+        meeting_properties=MeetingProperties(
+            time_utc=meeting["timeUtc"], duration=meeting["duration"]
+        )
+        if meeting
+        else None,
+    )
+
+
+class MessageQueries:
+    _conn: sqlite3.Connection
+
+    def _with_reads(self, rows: list[Sequence[Any]]) -> list[Message]:
+        ids = [row[0] for row in rows]
+        reads: dict[int, list[ReadTimestamp]] = {message_id: [] for message_id in ids}
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            for message_id, user_id, read_utc in self._conn.execute(
+                "SELECT message_id, user_id, read_utc FROM message_reads"
+                f" WHERE message_id IN ({marks}) ORDER BY read_utc, user_id",
+                chunk,
+            ):
+                reads[message_id].append(ReadTimestamp(user_id=user_id, read_utc=read_utc))
+        return [_message(row, tuple(reads[row[0]])) for row in rows]
+
+    def get_message(self, message_id: int) -> Message | None:
+        row = self._conn.execute(
+            f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE message_id = ?", (message_id,)
+        ).fetchone()
+        return self._with_reads([row])[0] if row else None
+
+    def get_messages(self, message_ids: Sequence[int]) -> list[Message]:
+        marks = ",".join("?" * len(message_ids))
+        rows = self._conn.execute(
+            f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE message_id IN ({marks})"
+            " ORDER BY message_id",
+            list(message_ids),
+        ).fetchall()
+        return self._with_reads(rows)
+
+    def page_messages(
+        self, room_id: int, parent_id: int, cursor: int | None, limit: int, backward: bool
+    ) -> list[Message]:
+        """A page of a room's top-level messages (``parent_id`` 0) or of one
+        message's comments, in ascending id order, the cursor excluded."""
+        where = "room_id = ? AND parent_message_id = ?"
+        params: list[object] = [room_id, parent_id]
+        if cursor is not None:
+            where += " AND message_id < ?" if backward else " AND message_id > ?"
+            params.append(cursor)
+        order = "DESC" if backward else "ASC"
+        rows = self._conn.execute(
+            f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE {where}"
+            f" ORDER BY message_id {order} LIMIT ?",
+            (*params, limit),
+        ).fetchall()
+        if backward:
+            rows.reverse()
+        return self._with_reads(rows)
+
+    def insert_message(
+        self, room_id: int, parent_id: int, user_id: int, new: NewMessage, now: int
+    ) -> int:
+        cursor = self._conn.execute(
+            "INSERT INTO messages (room_id, parent_message_id, user_id, text, markup_type,"
+            " message_type, priority, issue_properties, meeting_properties, created_utc,"
+            " last_modified_utc) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                room_id,
+                parent_id,
+                user_id,
+                new.text,
+                str(new.markup_type),
+                str(new.message_type),
+                str(new.priority),
+                _issue_json(new.issue_properties),
+                _meeting_json(new.meeting_properties),
+                now,
+                now,
+            ),
+        )
+        return int(cursor.lastrowid or 0)
+
+    def update_message(self, message: Message) -> None:
+        """Write back the editable fields of ``message``."""
+        self._conn.execute(
+            "UPDATE messages SET text = ?, markup_type = ?, priority = ?, issue_properties = ?,"
+            " meeting_properties = ?, last_modified_utc = ?, last_edited_utc = ?"
+            " WHERE message_id = ?",
+            (
+                message.text,
+                str(message.markup_type),
+                str(message.priority),
+                _issue_json(message.issue_properties),
+                _meeting_json(message.meeting_properties),
+                message.last_modified_utc,
+                message.last_edited_utc,
+                message.message_id,
+            ),
+        )
+
+    def add_comment_count(self, message_id: int, delta: int, now: int) -> None:
+        self._conn.execute(
+            "UPDATE messages SET comment_count = comment_count + ?, last_modified_utc = ?"
+            " WHERE message_id = ?",
+            (delta, now, message_id),
+        )
+
+    def comment_ids(self, parent_id: int) -> list[int]:
+        rows = self._conn.execute(
+            "SELECT message_id FROM messages WHERE parent_message_id = ?", (parent_id,)
+        )
+        return [row[0] for row in rows]
+
+    def readers(self, message_id: int) -> list[int]:
+        rows = self._conn.execute(
+            "SELECT user_id FROM message_reads WHERE message_id = ?", (message_id,)
+        )
+        return [row[0] for row in rows]
+
+    def delete_messages(self, message_ids: Sequence[int]) -> None:
+        self._conn.executemany(
+            "DELETE FROM messages WHERE message_id = ?", [(mid,) for mid in message_ids]
+        )
+
+    def mark_read(self, message_id: int, user_id: int, now: int) -> bool:
+        """Record the first read; return False when it was already recorded."""
+        cursor = self._conn.execute(
+            "INSERT OR IGNORE INTO message_reads (message_id, user_id, read_utc) VALUES (?, ?, ?)",
+            (message_id, user_id, now),
+        )
+        return cursor.rowcount == 1
+
+    # the event log
+
+    def append_event(
+        self,
+        event_type: str,
+        payload: str,
+        room_id: int | None,
+        audience: Sequence[int] | None,
+        now: int,
+    ) -> int:
+        cursor = self._conn.execute(
+            "INSERT INTO events (event_type, room_id, audience_user_ids, payload, created_utc)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (
+                event_type,
+                room_id,
+                None if audience is None else json.dumps(sorted(audience)),
+                payload,
+                now,
+            ),
+        )
+        return int(cursor.lastrowid or 0)
+
+    def events_after(self, event_id: int, limit: int) -> list[StoredEvent]:
+        rows = self._conn.execute(
+            "SELECT event_id, event_type, room_id, audience_user_ids, payload, created_utc"
+            " FROM events WHERE event_id > ? ORDER BY event_id LIMIT ?",
+            (event_id, limit),
+        )
+        return [
+            StoredEvent(
+                event_id=row[0],
+                event_type=row[1],
+                room_id=row[2],
+                audience=None if row[3] is None else tuple(json.loads(row[3])),
+                payload=row[4],
+                created_utc=row[5],
+            )
+            for row in rows
+        ]
+
+    def latest_event_id(self) -> int:
+        (latest,) = self._conn.execute("SELECT coalesce(max(event_id), 0) FROM events").fetchone()
+        return int(latest)
