@@ -19,6 +19,7 @@ from . import __version__
 from .config import Config, ConfigError, default_config_path, load_config
 from .errors import ApiError
 from .logs import configure_logging
+from .model import SYSTEM_USER
 from .server import serve
 from .services import Services
 from .services.bootstrap import ensure_admin
@@ -81,6 +82,27 @@ def build_parser() -> argparse.ArgumentParser:
     suspend = users.add_parser("suspend", help="suspend a user (ends their sessions)")
     _common(suspend)
     suspend.add_argument("name")
+
+    p = sub.add_parser("room", help="manage rooms")
+    _common(p)
+    rooms = p.add_subparsers(dest="room_command", required=True, metavar="ACTION")
+    radd = rooms.add_parser("add", help="create a room")
+    _common(radd)
+    radd.add_argument("name")
+    radd.add_argument("--type", choices=["Public", "Private"], default="Private")
+    radd.add_argument("--member", action="append", default=[], metavar="USER", help="repeatable")
+    radd.add_argument("--moderator", action="append", default=[], metavar="USER", help="repeatable")
+    rlist = rooms.add_parser("list", help="list rooms")
+    _common(rlist)
+    madd = rooms.add_parser("member-add", help="add a member (or change their moderator flag)")
+    _common(madd)
+    madd.add_argument("room", help="room id or exact name")
+    madd.add_argument("user")
+    madd.add_argument("--moderator", action="store_true")
+    mdel = rooms.add_parser("member-remove", help="remove a member")
+    _common(mdel)
+    mdel.add_argument("room", help="room id or exact name")
+    mdel.add_argument("user")
 
     p = sub.add_parser("token", help="print a new Web API token for a user")
     _common(p)
@@ -187,6 +209,41 @@ def cmd_user(args: argparse.Namespace) -> None:
     _run_with_services(config, run)
 
 
+def cmd_room(args: argparse.Namespace) -> None:
+    config = _load(args)
+
+    async def run(svc: Services) -> None:
+        if args.room_command == "add":
+            members = [(await svc.users.find_user(n)).user_id for n in args.member]
+            moderators = [(await svc.users.find_user(n)).user_id for n in args.moderator]
+            room = await svc.rooms.create(
+                None,
+                {
+                    "displayName": args.name,
+                    "roomType": args.type,
+                    "memberIds": members,
+                    "moderatorIds": moderators,
+                },
+            )
+            print(f"created room {args.name!r} id={room['roomId']}", file=sys.stderr)
+        elif args.room_command == "list":
+            for room in await svc.rooms.list_rooms(SYSTEM_USER):
+                archived = "\tarchived" if room["isArchived"] else ""
+                print(f"{room['roomId']}\t{room['displayName']}\t{room['roomType']}{archived}")
+        else:
+            room_id = (await svc.rooms.find(args.room)).room_id
+            user = await svc.users.find_user(args.user)
+            if args.room_command == "member-add":
+                body = {"isModerator": args.moderator}
+                await svc.rooms.put_member(SYSTEM_USER, room_id, user.user_id, body)
+                print(f"{user.user_name!r} is a member of room {room_id}", file=sys.stderr)
+            else:
+                await svc.rooms.remove_member(SYSTEM_USER, room_id, user.user_id)
+                print(f"removed {user.user_name!r} from room {room_id}", file=sys.stderr)
+
+    _run_with_services(config, run)
+
+
 def cmd_token(args: argparse.Namespace) -> None:
     config = _load(args)
 
@@ -203,6 +260,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], None]] = {
     "serve": cmd_serve,
     "init": cmd_init,
     "user": cmd_user,
+    "room": cmd_room,
     "token": cmd_token,
 }
 

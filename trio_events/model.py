@@ -11,7 +11,31 @@ import time
 
 import attrs
 
-__all__ = ["Avatar", "Credential", "CredentialKind", "User", "UserStatus", "now_ms"]
+__all__ = [
+    "SYSTEM_USER",
+    "Avatar",
+    "Credential",
+    "CredentialKind",
+    "IssueProperties",
+    "IssueStatus",
+    "IssueType",
+    "LastMessage",
+    "MarkupType",
+    "MeetingProperties",
+    "Message",
+    "MessageType",
+    "NewMessage",
+    "Priority",
+    "ReadTimestamp",
+    "Room",
+    "RoomState",
+    "RoomType",
+    "RoomUserFields",
+    "StoredEvent",
+    "User",
+    "UserStatus",
+    "now_ms",
+]
 
 
 def now_ms() -> int:
@@ -43,6 +67,18 @@ class User:
     @property
     def is_active(self) -> bool:
         return self.status is UserStatus.ACTIVE
+
+
+# The actor of trusted local tools (the CLI): an administrator that is no user.
+SYSTEM_USER = User(
+    user_id=0,
+    user_name="system",
+    display_name="System",
+    is_admin=True,
+    status=UserStatus.ACTIVE,
+    created_utc=0,
+    last_modified_utc=0,
+)
 
 
 @attrs.frozen
