@@ -68,6 +68,7 @@ def hypercorn_config(config: Config) -> HypercornConfig:
     hc.keep_alive_timeout = server.keep_alive_timeout
     hc.include_server_header = False
     hc.websocket_max_message_size = config.events.max_client_frame
+    hc.websocket_ping_interval = config.events.heartbeat_interval
     hc.h11_max_incomplete_size = 16 * 1024
     return hc
 
@@ -88,16 +89,25 @@ async def open_server(config: Config) -> AsyncIterator[RunningServer]:
         app = create_app(svc)
         shutdown = trio.Event()
         async with trio.open_nursery() as nursery:
-            urls: list[str] = await nursery.start(
-                partial(
-                    hypercorn_serve, app, hypercorn_config(config), shutdown_trigger=shutdown.wait
+            await nursery.start(svc.broker.run)
+            async with trio.open_nursery() as http:
+                urls: list[str] = await http.start(
+                    partial(
+                        hypercorn_serve,
+                        app,
+                        hypercorn_config(config),
+                        shutdown_trigger=shutdown.wait,
+                    )
                 )
-            )
-            log.info("listening urls=%s data=%s", ",".join(urls), config.data_dir)
-            try:
-                yield RunningServer(urls=urls, services=svc)
-            finally:
-                shutdown.set()
+                log.info("listening urls=%s data=%s", ",".join(urls), config.data_dir)
+                try:
+                    yield RunningServer(urls=urls, services=svc)
+                finally:
+                    # Streams drain their queues and close with 1001 while
+                    # hypercorn stops accepting and waits graceful_timeout.
+                    svc.broker.close_all(1001, "server shutting down")
+                    shutdown.set()
+            nursery.cancel_scope.cancel()  # the broker, once no stream is left
         log.info("stopped")
 
 

@@ -9,7 +9,7 @@ from quart import Response, g, request
 from quart_trio import QuartTrio
 
 from ..services import Services
-from . import health, messages, rooms, session, users
+from . import events, health, messages, rooms, session, users
 from .common import EXTENSION_KEY
 from .errors import install_error_handlers
 
@@ -33,6 +33,7 @@ def create_app(svc: Services) -> QuartTrio:
         rooms.blueprint,
         messages.blueprint,
         health.blueprint,
+        events.blueprint,
     ):
         app.register_blueprint(blueprint)
     install_error_handlers(app)

@@ -14,6 +14,7 @@ from ..services.auth import BAD_BEARER
 __all__ = [
     "SESSION_COOKIE",
     "authenticate",
+    "bearer_from",
     "json_body",
     "json_response",
     "ok",
@@ -29,8 +30,8 @@ def services() -> Services:
     return cast(Services, current_app.extensions[EXTENSION_KEY])
 
 
-def _bearer() -> str | None:
-    header = request.headers.get("Authorization")
+def bearer_from(header: str | None) -> str | None:
+    """The token of an ``Authorization: Bearer`` header; 401 if it is malformed."""
     if header is None:
         return None
     scheme, _, token = header.partition(" ")
@@ -41,7 +42,9 @@ def _bearer() -> str | None:
 
 async def authenticate() -> Principal:
     """The caller, from the bearer header or the session cookie; 401 otherwise."""
-    principal = await services().auth.authenticate(_bearer(), request.cookies.get(SESSION_COOKIE))
+    principal = await services().auth.authenticate(
+        bearer_from(request.headers.get("Authorization")), request.cookies.get(SESSION_COOKIE)
+    )
     g.user_id = principal.user_id
     return principal
 

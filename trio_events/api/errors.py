@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 
-from quart import Response, request
+from quart import Response, has_request_context, request, websocket
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
@@ -50,5 +50,9 @@ def install_error_handlers(app: QuartTrio) -> None:
 
     @app.errorhandler(Exception)
     async def unexpected(exc: Exception) -> Response:
-        log.error("unhandled error method=%s path=%s", request.method, request.path, exc_info=exc)
+        if has_request_context():
+            where = f"method={request.method} path={request.path}"
+        else:
+            where = f"websocket path={websocket.path}"
+        log.error("unhandled error %s", where, exc_info=exc)
         return json_response({"errorText": "Internal server error"}, 500)

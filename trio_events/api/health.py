@@ -38,4 +38,5 @@ async def server_health() -> Response:
         status="ok",
         version=__version__,
         uptimeSeconds=round(trio.current_time() - svc.started_at, 3),
+        openStreams=svc.broker.statistics().subscribers,
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import attrs
 import trio
 
+from ..broker import Broker
 from ..config import Config
 from ..store import Store
 from .auth import AuthService, Principal
@@ -29,6 +30,7 @@ class Services:
     users: UserService
     rooms: RoomService
     messages: MessageService
+    broker: Broker
     started_at: float = attrs.field(factory=trio.current_time)
 
     @classmethod
@@ -40,4 +42,5 @@ class Services:
             users=UserService(store, config.limits),
             rooms=RoomService(store, config.limits),
             messages=MessageService(store, config.limits),
+            broker=Broker(store, config.events.send_queue_size),
         )

@@ -120,12 +120,12 @@ class RoomService:
         return await self._store.write(write)
 
     async def delete(self, user: User, room_id: int) -> None:
-        if not user.is_admin:
-            raise Forbidden("Only administrators can delete rooms")
         now = now_ms()
 
         def write(tx: Tx) -> None:
-            access = room_for(tx, user, room_id)
+            access = room_for(tx, user, room_id)  # 404 before 403: ids do not leak
+            if not user.is_admin:
+                raise Forbidden("Only administrators can delete rooms")
             audience = tx.room_audience(access.room)
             out = Outbox(tx, now)
             out.room_deleted(room_id, audience)

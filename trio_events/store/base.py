@@ -18,6 +18,7 @@ from typing import Protocol, TypeVar
 
 import attrs
 
+from ..acl import AclSnapshot
 from ..model import (
     Avatar,
     Credential,
@@ -33,11 +34,13 @@ from ..model import (
     UserStatus,
 )
 
-__all__ = ["AvatarOwner", "Store", "StoreStatistics", "Tx", "UserUpdate"]
+__all__ = ["AvatarOwner", "CommitListener", "Store", "StoreStatistics", "Tx", "UserUpdate"]
 
 T = TypeVar("T")
 
 AvatarOwner = str  # "user" or "room"
+# Called, without awaiting, with the events of each committed write in order.
+CommitListener = Callable[[list[StoredEvent]], None]
 
 
 @attrs.frozen
@@ -147,6 +150,7 @@ class Tx(Protocol):
     ) -> int: ...
     def events_after(self, event_id: int, limit: int) -> list[StoredEvent]: ...
     def latest_event_id(self) -> int: ...
+    def acl_snapshot(self) -> AclSnapshot: ...
 
 
 class Store(Protocol):
@@ -163,5 +167,14 @@ class Store(Protocol):
     async def ping(self) -> None:
         """Raise if the database cannot answer a trivial query."""
         ...
+
+    def add_commit_listener(self, listener: CommitListener) -> None:
+        """Call ``listener`` with the events of every committed write, in commit order.
+
+        It runs in the writer's task right after the commit and must not block.
+        """
+        ...
+
+    def remove_commit_listener(self, listener: CommitListener) -> None: ...
 
     def statistics(self) -> StoreStatistics: ...

@@ -26,7 +26,8 @@ import trio
 
 from ..config import StorageConfig
 from ..errors import ServiceUnavailable
-from .base import StoreStatistics, Tx
+from ..model import StoredEvent
+from .base import CommitListener, StoreStatistics, Tx
 from .sqlite_tx import SqliteTx
 
 __all__ = ["SqliteStore", "apply_migrations", "open_sqlite_store"]
@@ -89,17 +90,22 @@ class SqliteStore:
         self._reads = 0
         self._writes = 0
         self._failed_writes = 0
+        self._listeners: list[CommitListener] = []
 
     @staticmethod
-    def _run(conn: sqlite3.Connection, begin: str, fn: Callable[[Tx], T]) -> T:
+    def _run(
+        conn: sqlite3.Connection, begin: str, fn: Callable[[Tx], T]
+    ) -> tuple[T, list[StoredEvent]]:
         conn.execute(begin)
         try:
-            result = fn(SqliteTx(conn))
+            tx = SqliteTx(conn)
+            result = fn(tx)
+            conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
             raise
-        conn.execute("COMMIT")
-        return result
+        return result, tx.appended
 
     async def read(self, fn: Callable[[Tx], T]) -> T:
         try:
@@ -111,9 +117,10 @@ class SqliteStore:
             conn = self._readers.pop()
             try:
                 self._reads += 1
-                return await trio.to_thread.run_sync(
+                result, _ = await trio.to_thread.run_sync(
                     self._run, conn, "BEGIN", fn, limiter=self._threads
                 )
+                return result
             finally:
                 self._readers.append(conn)
         finally:
@@ -127,14 +134,25 @@ class SqliteStore:
             raise ServiceUnavailable("Storage is busy, try again") from None
         try:
             self._writes += 1
-            return await trio.to_thread.run_sync(
+            result, appended = await trio.to_thread.run_sync(
                 self._run, self._writer, "BEGIN IMMEDIATE", fn, limiter=self._threads
             )
+            # Still under the write lock: listeners see commits in commit order.
+            if appended:
+                for listener in self._listeners:
+                    listener(appended)
+            return result
         except BaseException:
             self._failed_writes += 1
             raise
         finally:
             self._write_lock.release()
+
+    def add_commit_listener(self, listener: CommitListener) -> None:
+        self._listeners.append(listener)
+
+    def remove_commit_listener(self, listener: CommitListener) -> None:
+        self._listeners.remove(listener)
 
     async def ping(self) -> None:
         await self.read(lambda tx: tx.count_users())

@@ -78,6 +78,7 @@ def _message(row: Sequence[Any], reads: tuple[ReadTimestamp, ...]) -> Message:
 
 class MessageQueries:
     _conn: sqlite3.Connection
+    appended: list[StoredEvent]
 
     def _with_reads(self, rows: list[Sequence[Any]]) -> list[Message]:
         ids = [row[0] for row in rows]
@@ -211,18 +212,24 @@ class MessageQueries:
         audience: Sequence[int] | None,
         now: int,
     ) -> int:
+        members = None if audience is None else sorted(audience)
         cursor = self._conn.execute(
             "INSERT INTO events (event_type, room_id, audience_user_ids, payload, created_utc)"
             " VALUES (?, ?, ?, ?, ?)",
-            (
-                event_type,
-                room_id,
-                None if audience is None else json.dumps(sorted(audience)),
-                payload,
-                now,
-            ),
+            (event_type, room_id, None if members is None else json.dumps(members), payload, now),
         )
-        return int(cursor.lastrowid or 0)
+        event_id = int(cursor.lastrowid or 0)
+        self.appended.append(
+            StoredEvent(
+                event_id=event_id,
+                event_type=event_type,
+                room_id=room_id,
+                audience=None if members is None else tuple(members),
+                payload=payload,
+                created_utc=now,
+            )
+        )
+        return event_id
 
     def events_after(self, event_id: int, limit: int) -> list[StoredEvent]:
         rows = self._conn.execute(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 
 from ..errors import Conflict, NotFound
-from ..model import Avatar, Credential, CredentialKind, User, UserStatus
+from ..model import Avatar, Credential, CredentialKind, StoredEvent, User, UserStatus
 from .base import AvatarOwner, UserUpdate
 from .sqlite_messages import MessageQueries
 from .sqlite_rooms import RoomQueries
@@ -43,6 +43,7 @@ class SqliteTx(RoomQueries, MessageQueries):
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
+        self.appended: list[StoredEvent] = []  # events this transaction appended
 
     # users
 

@@ -1,0 +1,275 @@
+"""The broker: one long-lived task that routes committed events to streams.
+
+Events reach it two ways.  The store calls :meth:`Broker.notify_committed`
+right after each commit of this process (cheap, in commit order); and every
+``poll_interval`` seconds the broker asks the log for anything newer than what
+it routed, which picks up writes of other processes (the CLI) and fills any
+gap.  The broker never trusts the first path for completeness: it routes
+strictly by consecutive event id and reads the log whenever the next id is
+not at hand.
+
+Routing an event is synchronous and never waits for a subscriber: each
+subscriber has a bounded memory channel, frames are handed over with
+``send_nowait``, and a subscriber whose queue is full is closed with 4008
+(it may resume later); the broker and every other stream carry on.
+
+Each distinct payload is encoded once and the same ``str`` is queued to every
+recipient; room events, which differ per viewer, are encoded once per distinct
+rendering (most viewers share one).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from collections import deque
+from collections.abc import Iterator
+from functools import partial
+
+import attrs
+import trio
+
+from .acl import AclStore, recipients
+from .events import EventType, is_internal
+from .model import StoredEvent
+from .store import Store, Tx
+from .wire import render_room
+
+__all__ = ["Broker", "BrokerStatistics", "CloseCode", "Subscriber"]
+
+log = logging.getLogger("trio_events.broker")
+
+BATCH = 1000  # events read from the log at once
+PENDING_MAX = 10_000  # committed events kept in memory before the broker falls back to the log
+
+
+class CloseCode:
+    NORMAL = 1000
+    GOING_AWAY = 1001
+    POLICY = 1008
+    TOO_BIG = 1009
+    INTERNAL = 1011
+    SESSION_ENDED = 4001
+    SLOW_CONSUMER = 4008
+
+
+@attrs.frozen
+class BrokerStatistics:
+    subscribers: int
+    events_routed: int
+    frames_queued: int
+    drops: int
+    last_event_id: int
+
+
+@attrs.define(eq=False)
+class Subscriber:
+    """One open stream's inbox.  The broker writes, the stream's sender reads."""
+
+    user_id: int
+    credential_id: int
+    _send: trio.MemorySendChannel[str]
+    receive: trio.MemoryReceiveChannel[str]
+    hello_event_id: int
+    close_code: int | None = None
+    close_reason: str = ""
+    ended: trio.Event = attrs.field(factory=trio.Event)
+
+    def offer(self, frame: str) -> bool:
+        """Queue ``frame`` without waiting; False if the queue is full or closed."""
+        try:
+            self._send.send_nowait(frame)
+        except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
+            return False
+        return True
+
+    def end(self, code: int, reason: str) -> None:
+        """Stop queueing; the sender drains what is queued, then closes with ``code``."""
+        if self.close_code is None:
+            self.close_code = code
+            self.close_reason = reason
+        self._send.close()
+        self.ended.set()
+
+    @property
+    def queued(self) -> int:
+        return self.receive.statistics().current_buffer_used
+
+
+def _events_after(event_id: int, tx: Tx) -> list[StoredEvent]:
+    return tx.events_after(event_id, BATCH)
+
+
+def encode_frame(event: StoredEvent) -> str:
+    """The frame of an event whose data is the same for every recipient."""
+    return f'{{"type":"{event.event_type}","data":{event.payload},"eventId":{event.event_id}}}'
+
+
+class Broker:
+    def __init__(self, store: Store, queue_size: int, poll_interval: float = 1.0) -> None:
+        self._store = store
+        self._queue_size = queue_size
+        self._poll_interval = poll_interval
+        self._acl = AclStore()
+        self._by_user: dict[int, set[Subscriber]] = {}
+        self._pending: deque[StoredEvent] = deque()
+        self._wakeup = trio.Event()
+        self._routed = 0
+        self._frames = 0
+        self._drops = 0
+        self._closed = False
+
+    @property
+    def last_event_id(self) -> int:
+        return self._acl.event_id
+
+    # subscriptions
+
+    def count_streams(self, user_id: int) -> int:
+        return len(self._by_user.get(user_id, ()))
+
+    @contextlib.contextmanager
+    def subscribe(self, user_id: int, credential_id: int) -> Iterator[Subscriber]:
+        """Register a stream for the block; it receives every event routed after
+        ``hello_event_id``, and is always unregistered on exit."""
+        send, receive = trio.open_memory_channel[str](self._queue_size)
+        subscriber = Subscriber(
+            user_id=user_id,
+            credential_id=credential_id,
+            send=send,
+            receive=receive,
+            hello_event_id=self.last_event_id,
+        )
+        if self._closed:
+            subscriber.end(CloseCode.GOING_AWAY, "server shutting down")
+        self._by_user.setdefault(user_id, set()).add(subscriber)
+        try:
+            yield subscriber
+        finally:
+            streams = self._by_user.get(user_id)
+            if streams is not None:
+                streams.discard(subscriber)
+                if not streams:
+                    del self._by_user[user_id]
+            send.close()
+            receive.close()
+
+    def close_all(self, code: int, reason: str) -> None:
+        """End every stream (at shutdown); later subscribers are ended at once."""
+        self._closed = True
+        for streams in list(self._by_user.values()):
+            for subscriber in list(streams):
+                subscriber.end(code, reason)
+
+    def statistics(self) -> BrokerStatistics:
+        return BrokerStatistics(
+            subscribers=sum(len(s) for s in self._by_user.values()),
+            events_routed=self._routed,
+            frames_queued=self._frames,
+            drops=self._drops,
+            last_event_id=self.last_event_id,
+        )
+
+    # input
+
+    def notify_committed(self, events: list[StoredEvent]) -> None:
+        """Commit listener: remember the events and wake the broker; never blocks."""
+        self._pending.extend(events)
+        while len(self._pending) > PENDING_MAX:
+            self._pending.popleft()  # the log still has them
+        self._wakeup.set()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Load the access table, then route until cancelled."""
+        snapshot = await self._store.read(lambda tx: tx.acl_snapshot())
+        self._acl = AclStore(snapshot)
+        self._store.add_commit_listener(self.notify_committed)
+        try:
+            task_status.started()
+            while True:
+                with trio.move_on_after(self._poll_interval) as scope:
+                    await self._wakeup.wait()
+                self._wakeup = trio.Event()
+                await self._catch_up(poll=scope.cancelled_caught)
+        finally:
+            self._store.remove_commit_listener(self.notify_committed)
+
+    async def _catch_up(self, *, poll: bool) -> None:
+        """Route every event after the last routed one, from memory or the log."""
+        while True:
+            pending = self._pending
+            while pending and pending[0].event_id <= self.last_event_id:
+                pending.popleft()
+            if pending and pending[0].event_id == self.last_event_id + 1:
+                while pending and pending[0].event_id == self.last_event_id + 1:
+                    self.route(pending.popleft())
+                continue
+            if not pending and not poll:
+                return
+            events = await self._store.read(partial(_events_after, self.last_event_id))
+            poll = len(events) == BATCH  # a full batch: there may be more
+            for event in events:
+                self.route(event)
+            if not events:
+                # The log has nothing newer, so whatever is pending lies past a
+                # gap in the ids (none is expected with one SQLite writer).
+                while pending:
+                    self.route(pending.popleft())
+                return
+
+    # routing (synchronous: no awaits between taking an event and queueing it)
+
+    def route(self, event: StoredEvent) -> None:
+        if event.event_id <= self.last_event_id:
+            return
+        self._acl.apply(event)
+        self._routed += 1
+        if is_internal(event.event_type):
+            self._apply_internal(event)
+            return
+        users = recipients(event, self._acl, self._by_user.keys())
+        if not users:
+            return
+        payload = json.loads(event.payload) if '"roomTemplate"' in event.payload else None
+        shared = encode_frame(event) if payload is None else None
+        rendered: dict[tuple[object, ...], str] = {}
+        for user_id in users:
+            if shared is not None:
+                frame = shared
+            else:
+                assert payload is not None
+                template = payload["roomTemplate"]
+                key = tuple(template["perUser"].get(str(user_id), ()))
+                cached = rendered.get(key)
+                if cached is None:
+                    cached = rendered[key] = json.dumps(
+                        {
+                            "type": event.event_type,
+                            "data": {"room": render_room(template, user_id)},
+                            "eventId": event.event_id,
+                        },
+                        separators=(",", ":"),
+                        ensure_ascii=False,
+                    )
+                frame = cached
+            for subscriber in list(self._by_user.get(user_id, ())):
+                if subscriber.offer(frame):
+                    self._frames += 1
+                elif subscriber.close_code is None:
+                    self._drops += 1
+                    log.warning("slow consumer user=%s queued=%d", user_id, subscriber.queued)
+                    subscriber.end(CloseCode.SLOW_CONSUMER, "slow consumer")
+
+    def _apply_internal(self, event: StoredEvent) -> None:
+        if event.event_type == EventType.SESSION_ENDED:
+            data = json.loads(event.payload)
+            ended = set(data["credentialIds"])
+            for subscriber in list(self._by_user.get(data["userId"], ())):
+                if subscriber.credential_id in ended:
+                    subscriber.end(CloseCode.SESSION_ENDED, "session ended")
+        elif event.event_type == EventType.ACL_USER:
+            data = json.loads(event.payload)
+            if not data["active"]:
+                for subscriber in list(self._by_user.get(data["userId"], ())):
+                    subscriber.end(CloseCode.SESSION_ENDED, "user suspended")
