@@ -33,6 +33,9 @@ def install_error_handlers(app: QuartTrio) -> None:
     @app.errorhandler(ApiError)
     async def api_error(exc: ApiError) -> Response:
         response = json_response({"errorText": exc.text}, exc.status)
+        if exc.status == 413:
+            # The body was refused unread: the connection cannot carry another request.
+            response.headers["Connection"] = "close"
         if isinstance(exc, RateLimited):
             response.headers["Retry-After"] = str(exc.retry_after)
         return response
@@ -42,6 +45,8 @@ def install_error_handlers(app: QuartTrio) -> None:
         status = exc.code or 500
         text = _HTTP_TEXTS.get(status, exc.name)
         response = json_response({"errorText": text}, status)
+        if status in (408, 413):
+            response.headers["Connection"] = "close"
         if status == 405 and exc.get_headers():
             for name, value in exc.get_headers():
                 if name.lower() == "allow":

@@ -115,6 +115,8 @@ class RoomService:
                 out.room(EventType.ROOM_UPDATED, state, audience=before & after)
                 out.room(EventType.ROOM_CREATED, state, audience=after - before)
                 out.room_deleted(room_id, before - after)
+                for lost in before - after:
+                    tx.set_pin(room_id, lost, False)
             return room_json(state, user.user_id)
 
         return await self._store.write(write)
