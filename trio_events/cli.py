@@ -7,9 +7,11 @@ line on stderr and a non-zero exit status, never a traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
 from importlib import resources
 from pathlib import Path
 
@@ -24,6 +26,7 @@ from .server import serve
 from .services import Services
 from .services.bootstrap import ensure_admin
 from .store import open_store
+from .tail import TailError, tail
 
 __all__ = ["main"]
 
@@ -103,6 +106,12 @@ def build_parser() -> argparse.ArgumentParser:
     _common(mdel)
     mdel.add_argument("room", help="room id or exact name")
     mdel.add_argument("user")
+
+    p = sub.add_parser("tail", help="print a user's live event stream, one JSON per line")
+    p.add_argument("--url", default="http://127.0.0.1:7777", help="the server's base URL")
+    p.add_argument("--user", help="log in as this user (with --password)")
+    p.add_argument("--password", help="the password, or - to read it from stdin")
+    p.add_argument("--token", help="a Web API token instead (default: $TRIO_EVENTS_TOKEN)")
 
     p = sub.add_parser("token", help="print a new Web API token for a user")
     _common(p)
@@ -256,19 +265,29 @@ def cmd_token(args: argparse.Namespace) -> None:
     _run_with_services(config, run)
 
 
-COMMANDS: dict[str, Callable[[argparse.Namespace], None]] = {
+def cmd_tail(args: argparse.Namespace) -> int:
+    password = _password(args.password) if args.password is not None else None
+    token = args.token or os.environ.get("TRIO_EVENTS_TOKEN")
+    try:
+        return trio.run(partial(tail, args.url, user=args.user, password=password, token=token))
+    except TailError as exc:
+        raise CliError(str(exc)) from None
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int | None]] = {
     "serve": cmd_serve,
     "init": cmd_init,
     "user": cmd_user,
     "room": cmd_room,
     "token": cmd_token,
+    "tail": cmd_tail,
 }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        COMMANDS[args.command](args)
+        status = COMMANDS[args.command](args)
     except (ConfigError, CliError) as exc:
         print(f"trio-events: error: {exc}", file=sys.stderr)
         return 2
@@ -279,5 +298,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"trio-events: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        return 130
-    return 0
+        return 0 if args.command == "tail" else 130
+    return status or 0

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from functools import partial
+from typing import Any
 from urllib.parse import urlsplit
 
 import attrs
@@ -46,6 +47,22 @@ class RunningServer:
     @property
     def url(self) -> str:
         return self.urls[0]
+
+    async def publish(
+        self,
+        event_type: str,
+        data: dict[str, Any],
+        *,
+        room_id: int | None = None,
+        user_ids: Collection[int] | None = None,
+    ) -> int:
+        """Append an application event to the log; return its event id.
+
+        It travels like every other event: durable, in commit order, to the
+        users who may access ``room_id`` (or exactly ``user_ids``), on their
+        streams as ``{"type": event_type, "data": data, "eventId": N}``.
+        """
+        return await self.services.publish(event_type, data, room_id=room_id, user_ids=user_ids)
 
     @property
     def port(self) -> int:

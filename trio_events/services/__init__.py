@@ -2,18 +2,30 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Collection
+from typing import Any
+
 import attrs
 import trio
 
 from ..broker import Broker
 from ..config import Config
-from ..store import Store
+from ..errors import BadRequest, NotFound
+from ..events import EventType
+from ..model import now_ms
+from ..store import Store, Tx
 from .auth import AuthService, Principal
 from .messages import MessageService
+from .outbox import Outbox
 from .rooms import RoomService
 from .users import UserService
 
 __all__ = ["AuthService", "MessageService", "Principal", "RoomService", "Services", "UserService"]
+
+
+_CUSTOM_TYPE = re.compile(r"[A-Za-z][A-Za-z0-9]{0,63}")
+_RESERVED_TYPES = {str(t) for t in EventType} | {"Hello", "ResyncRequired", "Ping", "Pong"}
 
 
 @attrs.define
@@ -32,6 +44,32 @@ class Services:
     messages: MessageService
     broker: Broker
     started_at: float = attrs.field(factory=trio.current_time)
+
+    async def publish(
+        self,
+        event_type: str,
+        data: dict[str, Any],
+        *,
+        room_id: int | None = None,
+        user_ids: Collection[int] | None = None,
+    ) -> int:
+        """Append an application-defined event (see ``RunningServer.publish``)."""
+        if not _CUSTOM_TYPE.fullmatch(event_type) or event_type in _RESERVED_TYPES:
+            raise BadRequest(
+                f"Event type {event_type!r} must be a name of letters and digits"
+                " other than the built-in ones"
+            )
+        if (room_id is None) == (user_ids is None):
+            raise BadRequest("Give exactly one of room_id and user_ids")
+        audience = None if user_ids is None else sorted(set(user_ids))
+        now = now_ms()
+
+        def write(tx: Tx) -> int:
+            if room_id is not None and tx.get_room(room_id) is None:
+                raise NotFound("Room not found")
+            return Outbox(tx, now).emit(event_type, data, room_id, audience)
+
+        return await self.store.write(write)
 
     @classmethod
     def build(cls, config: Config, store: Store) -> Services:

@@ -26,7 +26,7 @@ class Outbox:
 
     def emit(
         self,
-        event_type: EventType,
+        event_type: EventType | str,
         data: dict[str, Any],
         room_id: int | None = None,
         audience: Collection[int] | None = None,
