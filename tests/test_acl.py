@@ -100,8 +100,7 @@ def access_table(acl: AclStore) -> dict[tuple[int, int], bool]:
 
 EXPECTED_ACCESS = {
     (user, room): (
-        user != SUSPENDED
-        and (room == PUBLIC or (room == PRIVATE and user in (ADMIN, ALICE)))
+        user != SUSPENDED and (room == PUBLIC or (room == PRIVATE and user in (ADMIN, ALICE)))
     )
     for user in EVERYONE
     for room in (PUBLIC, PRIVATE, GONE, 99)

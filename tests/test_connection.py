@@ -1,0 +1,254 @@
+"""``run_stream`` over an in-memory transport, in virtual time (``autojump_clock``).
+
+The fake transport records what the stream sends, feeds it client frames
+from a memory channel (closing the channel is the peer going away), answers
+a given number of pings and can be told to block on a send forever, like a
+socket whose peer stopped reading.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import trio
+import trio.testing
+
+from trio_events.broker import Subscriber
+from trio_events.config import EventsConfig
+from trio_events.connection import CLOSE_TIMEOUT, PeerClosed, Verdict, run_stream
+
+HELLO = '{"type":"Hello","data":{}}'
+CONFIG = EventsConfig(
+    heartbeat_interval=20.0, heartbeat_timeout=10.0, max_client_frame=64, client_frame_rate=3
+)
+
+
+class FakeTransport:
+    supports_ping = True
+
+    def __init__(self, *, pongs: int = 1_000, block_after: int | None = None) -> None:
+        self.sent: list[str] = []
+        self.closed: list[tuple[int, str]] = []
+        self.pings: list[float] = []
+        self.pongs = pongs  # pings answered before the peer goes silent
+        self.block_after = block_after  # sends that complete before one blocks forever
+        self.close_raises = False
+        self.client, self._incoming = trio.open_memory_channel[str | bytes](100)
+        self._sent_send, self.sent_frames = trio.open_memory_channel[str](100)
+
+    async def send(self, frame: str) -> None:
+        if self.block_after is not None and len(self.sent) >= self.block_after:
+            await trio.sleep_forever()
+        self.sent.append(frame)
+        self._sent_send.send_nowait(frame)
+
+    async def receive(self) -> str | bytes:
+        try:
+            return await self._incoming.receive()
+        except trio.EndOfChannel:
+            raise PeerClosed from None
+
+    async def ping(self) -> None:
+        self.pings.append(trio.current_time())
+        if len(self.pings) > self.pongs:
+            await trio.sleep_forever()
+
+    async def close(self, code: int, reason: str) -> None:
+        self.closed.append((code, reason))
+        if self.close_raises:
+            raise PeerClosed
+
+
+def subscriber(queue_size: int = 10) -> Subscriber:
+    send, receive = trio.open_memory_channel[str](queue_size)
+    return Subscriber(user_id=1, credential_id=1, send=send, receive=receive, hello_event_id=0)
+
+
+async def run(transport: FakeTransport, sub: Subscriber, verdicts: list[Verdict]) -> None:
+    verdicts.append(await run_stream(transport, sub, HELLO, CONFIG))
+
+
+async def test_hello_first_then_frames_in_order_until_peer_closes(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    transport, sub, verdicts = FakeTransport(), subscriber(), list[Verdict]()
+    for n in range(3):
+        assert sub.offer(f"frame {n}")
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(run, transport, sub, verdicts)
+        assert [await transport.sent_frames.receive() for _ in range(4)] == [
+            HELLO,
+            "frame 0",
+            "frame 1",
+            "frame 2",
+        ]
+        sub.offer("frame 3")
+        assert await transport.sent_frames.receive() == "frame 3"
+        await transport.client.aclose()  # the peer goes away
+    assert verdicts == [Verdict(None, "closed by client")]
+    assert transport.closed == []  # nothing to send to a closed peer
+
+
+async def test_ping_answered_other_text_ignored(autojump_clock: trio.testing.MockClock) -> None:
+    transport, sub, verdicts = FakeTransport(), subscriber(), list[Verdict]()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(run, transport, sub, verdicts)
+        assert await transport.sent_frames.receive() == HELLO
+        ignored_frames: list[str | bytes] = [
+            "hello",
+            "[1]",
+            '{"type":"Pong"}',
+            b'{"type":"Ping"}',
+            "{",
+        ]
+        for ignored in ignored_frames:
+            await transport.client.send(ignored)
+            await trio.sleep(0.5)  # stay under three frames a second
+        await transport.client.send('{"type":"Ping","data":{"a":1}}')
+        pong = await transport.sent_frames.receive()
+        assert json.loads(pong) == {"type": "Pong", "data": {"a": 1}}
+        await transport.client.send('{"type": "Ping"}')
+        assert json.loads(await transport.sent_frames.receive()) == {"type": "Pong", "data": None}
+        await transport.client.aclose()
+    assert transport.sent[0] == HELLO
+    assert len(transport.sent) == 3
+    assert verdicts[0].code is None
+
+
+@pytest.mark.parametrize(
+    ("frame", "code"),
+    [
+        ("x" * 64, None),  # exactly the limit is fine
+        ("x" * 65, 1009),
+        ("é" * 33, 1009),  # bytes, not characters
+        (b"x" * 65, 1009),
+    ],
+)
+async def test_frame_size_limit(
+    autojump_clock: trio.testing.MockClock, frame: str | bytes, code: int | None
+) -> None:
+    transport, sub = FakeTransport(), subscriber()
+    await transport.client.send(frame)
+    if code is None:
+        await transport.client.aclose()
+    verdict = await run_stream(transport, sub, HELLO, CONFIG)
+    assert verdict.code == code
+    assert transport.closed == ([] if code is None else [(code, "frame too big")])
+
+
+async def test_frame_rate_limit(autojump_clock: trio.testing.MockClock) -> None:
+    transport, sub, verdicts = FakeTransport(), subscriber(), list[Verdict]()
+    start = trio.current_time()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(run, transport, sub, verdicts)
+        for _ in range(3):
+            await transport.client.send("a")
+        await trio.sleep(1.0)  # a new second: three more are allowed
+        for _ in range(3):
+            await transport.client.send("b")
+        await trio.sleep(0.5)
+        await transport.client.send("c")  # the fourth within one second
+    assert verdicts == [Verdict(1008, "too many frames")]
+    assert transport.closed == [(1008, "too many frames")]
+    assert trio.current_time() - start == pytest.approx(1.5)
+
+
+async def test_heartbeat_pings_and_times_out(autojump_clock: trio.testing.MockClock) -> None:
+    transport, sub = FakeTransport(pongs=3), subscriber()
+    start = trio.current_time()
+    verdict = await run_stream(transport, sub, HELLO, CONFIG)
+    assert verdict == Verdict(1011, "heartbeat timeout")
+    assert [t - start for t in transport.pings] == [20.0, 40.0, 60.0, 80.0]
+    assert trio.current_time() - start == 90.0  # the fourth ping's timeout
+    assert transport.closed == [(1011, "heartbeat timeout")]
+
+
+async def test_no_pings_when_the_transport_cannot(autojump_clock: trio.testing.MockClock) -> None:
+    transport, sub = FakeTransport(pongs=0), subscriber()
+    transport.supports_ping = False
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(run_stream, transport, sub, HELLO, CONFIG)
+        await trio.sleep(1000)
+        await transport.client.aclose()
+    assert transport.pings == []
+
+
+@pytest.mark.parametrize(("code", "reason"), [(4008, "slow consumer"), (4001, "session ended")])
+async def test_broker_end_interrupts_a_blocked_send(
+    autojump_clock: trio.testing.MockClock, code: int, reason: str
+) -> None:
+    transport, sub, verdicts = FakeTransport(block_after=2), subscriber(), list[Verdict]()
+    for n in range(5):
+        sub.offer(f"frame {n}")
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(run, transport, sub, verdicts)
+        await trio.sleep(7)  # the sender is stuck on "frame 1"
+        assert transport.sent == [HELLO, "frame 0"]
+        start = trio.current_time()
+        sub.end(code, reason)
+    assert trio.current_time() == start  # at once, not at a timeout
+    assert verdicts == [Verdict(code, reason)]
+    assert transport.closed == [(code, reason)]
+    assert transport.sent == [HELLO, "frame 0"]
+
+
+async def test_session_end_sends_nothing_more(autojump_clock: trio.testing.MockClock) -> None:
+    transport, sub = FakeTransport(), subscriber()
+    for n in range(3):
+        sub.offer(f"frame {n}")
+    sub.end(4001, "session ended")
+    verdict = await run_stream(transport, sub, HELLO, CONFIG)
+    assert verdict.code == 4001
+    assert transport.sent == [HELLO]
+    assert transport.closed == [(4001, "session ended")]
+
+
+async def test_shutdown_drains_the_queue_then_closes(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    transport, sub, verdicts = FakeTransport(), subscriber(), list[Verdict]()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(run, transport, sub, verdicts)
+        assert await transport.sent_frames.receive() == HELLO
+        for n in range(4):
+            sub.offer(f"frame {n}")
+        sub.end(1001, "server shutting down")
+        assert not sub.offer("too late")
+    assert transport.sent == [HELLO, "frame 0", "frame 1", "frame 2", "frame 3"]
+    assert verdicts == [Verdict(1001, "server shutting down")]
+    assert transport.closed == [(1001, "server shutting down")]
+
+
+async def test_close_is_bounded_and_peer_errors_swallowed(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    class StuckClose(FakeTransport):
+        async def close(self, code: int, reason: str) -> None:
+            await trio.sleep_forever()
+
+    stuck, sub = StuckClose(), subscriber()
+    sub.end(1001, "bye")
+    start = trio.current_time()
+    assert (await run_stream(stuck, sub, HELLO, CONFIG)).code == 1001
+    assert trio.current_time() - start == CLOSE_TIMEOUT
+
+    broken, sub = FakeTransport(), subscriber()
+    broken.close_raises = True
+    sub.end(1001, "bye")
+    assert (await run_stream(broken, sub, HELLO, CONFIG)).code == 1001
+    assert broken.closed == [(1001, "bye")]
+
+
+async def test_outer_cancel_leaves_nothing_running(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    transport, sub = FakeTransport(), subscriber()
+    start = trio.current_time()
+    with trio.move_on_after(30) as scope:
+        await run_stream(transport, sub, HELLO, CONFIG)
+    assert scope.cancelled_caught
+    assert [t - start for t in transport.pings] == [20.0]
+    assert transport.closed == []  # cancelled from outside: no verdict, no close frame
+    await trio.sleep(100)
+    assert len(transport.pings) == 1  # the heartbeat did not outlive run_stream
