@@ -38,7 +38,7 @@ import trio
 from .broker import CloseCode, Subscriber
 from .config import EventsConfig
 
-__all__ = ["CLOSE_TIMEOUT", "PeerClosed", "Transport", "Verdict", "run_stream"]
+__all__ = ["CLOSE_TIMEOUT", "MessageTooBig", "PeerClosed", "Transport", "Verdict", "run_stream"]
 
 log = logging.getLogger("trio_events.stream")
 
@@ -47,6 +47,10 @@ CLOSE_TIMEOUT = 5.0
 
 class PeerClosed(Exception):
     """The client closed the connection (or it broke)."""
+
+
+class MessageTooBig(Exception):
+    """A client message grew past the limit before it was complete."""
 
 
 class Transport(Protocol):
@@ -112,11 +116,15 @@ async def run_stream(
             nursery.cancel_scope.cancel()
 
         async def sender() -> None:
-            await send(hello)
-            async for frame in subscriber.receive:
-                if subscriber.close_code in (CloseCode.SLOW_CONSUMER, CloseCode.SESSION_ENDED):
-                    break  # stop at once; a resume will fetch the rest
-                await send(frame)
+            try:
+                await send(hello)
+                async for frame in subscriber.receive:
+                    if subscriber.close_code in (CloseCode.SLOW_CONSUMER, CloseCode.SESSION_ENDED):
+                        break  # stop at once; a resume will fetch the rest
+                    await send(frame)
+            except PeerClosed:
+                finish(None, "connection lost")
+                return
             finish(subscriber.close_code or CloseCode.NORMAL, subscriber.close_reason)
 
         async def reader() -> None:
@@ -127,6 +135,9 @@ async def run_stream(
                 except PeerClosed:
                     finish(None, "closed by client")
                     return
+                except MessageTooBig:
+                    finish(CloseCode.TOO_BIG, "frame too big")
+                    return
                 size = len(message.encode() if isinstance(message, str) else message)
                 if size > config.max_client_frame:
                     finish(CloseCode.TOO_BIG, "frame too big")
@@ -136,7 +147,11 @@ async def run_stream(
                     return
                 pong = _pong_for(message)
                 if pong is not None:
-                    await send(pong)
+                    try:
+                        await send(pong)
+                    except PeerClosed:
+                        finish(None, "connection lost")
+                        return
 
         async def watch_end() -> None:
             # A slow or revoked stream must close now, even if the sender is
@@ -151,7 +166,11 @@ async def run_stream(
             while True:
                 await trio.sleep(config.heartbeat_interval)
                 with trio.move_on_after(config.heartbeat_timeout) as scope:
-                    await transport.ping()
+                    try:
+                        await transport.ping()
+                    except PeerClosed:
+                        finish(None, "connection lost")
+                        return
                 if scope.cancelled_caught:
                     finish(CloseCode.INTERNAL, "heartbeat timeout")
                     return

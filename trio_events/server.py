@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import ssl
 from collections.abc import AsyncIterator, Collection
 from functools import partial
 from typing import Any
@@ -24,13 +25,13 @@ from urllib.parse import urlsplit
 import attrs
 import trio
 from hypercorn.config import Config as HypercornConfig
-from hypercorn.trio import serve as hypercorn_serve
 
 from .api import create_app
 from .config import Config
 from .services import Services
 from .services.bootstrap import ensure_admin
 from .store import open_store
+from .transport import serve_http
 
 __all__ = ["RunningServer", "open_server", "serve"]
 
@@ -85,9 +86,19 @@ def hypercorn_config(config: Config) -> HypercornConfig:
     hc.keep_alive_timeout = server.keep_alive_timeout
     hc.include_server_header = False
     hc.websocket_max_message_size = config.events.max_client_frame
-    hc.websocket_ping_interval = config.events.heartbeat_interval
+    hc.websocket_ping_interval = config.events.heartbeat_interval  # the ASGI fallback route
     hc.h11_max_incomplete_size = 16 * 1024
     return hc
+
+
+def ssl_context(config: Config) -> ssl.SSLContext | None:
+    """TLS for the listener, offering only HTTP/1.1 so event streams stay on it."""
+    if not config.server.tls:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(config.server.certfile, config.server.keyfile)
+    context.set_alpn_protocols(["http/1.1"])
+    return context
 
 
 @contextlib.asynccontextmanager
@@ -110,10 +121,12 @@ async def open_server(config: Config) -> AsyncIterator[RunningServer]:
             async with trio.open_nursery() as http:
                 urls: list[str] = await http.start(
                     partial(
-                        hypercorn_serve,
+                        serve_http,
                         app,
+                        svc,
                         hypercorn_config(config),
-                        shutdown_trigger=shutdown.wait,
+                        ssl_context(config),
+                        shutdown.wait,
                     )
                 )
                 log.info("listening urls=%s data=%s", ",".join(urls), config.data_dir)

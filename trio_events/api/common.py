@@ -7,9 +7,9 @@ from typing import Any, cast
 
 from quart import Response, current_app, g, request
 
-from ..errors import BadRequest, PayloadTooLarge, Unauthorized
+from ..errors import BadRequest, PayloadTooLarge
 from ..services import Principal, Services
-from ..services.auth import BAD_BEARER
+from ..streams import SESSION_COOKIE, bearer_from
 
 __all__ = [
     "SESSION_COOKIE",
@@ -22,22 +22,11 @@ __all__ = [
     "services",
 ]
 
-SESSION_COOKIE = "VirolaUserSessionId"
 EXTENSION_KEY = "trio_events"
 
 
 def services() -> Services:
     return cast(Services, current_app.extensions[EXTENSION_KEY])
-
-
-def bearer_from(header: str | None) -> str | None:
-    """The token of an ``Authorization: Bearer`` header; 401 if it is malformed."""
-    if header is None:
-        return None
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise Unauthorized(BAD_BEARER)
-    return token.strip()
 
 
 async def authenticate() -> Principal:

@@ -1,32 +1,26 @@
-"""``GET /api/v1/events``: the WebSocket stream over quart-trio.
+"""``GET /api/v1/events`` through quart-trio: the fallback events transport.
 
-The handshake is checked before the upgrade is accepted, so a refusal is a
-plain HTTP response in the contract's error format: 401 without valid
-credentials, 403 for a cookie-authenticated request from a foreign
-``Origin`` (cross-site WebSocket hijacking), 429 past the per-user stream cap.
-Then the stream runs in :func:`trio_events.connection.run_stream`.
-
-This transport cannot send WebSocket pings (ASGI has no message for them):
-hypercorn sends them every ``heartbeat_interval`` (browsers answer), but a
-missing pong is not detected here.  A transport that owns the socket does.
+The server's own listener (:mod:`trio_events.transport`) serves event
+streams itself when the upgrade is the first request on a connection, which
+is how browsers and WebSocket libraries open them.  An upgrade that arrives
+on a connection already used for other requests reaches this route instead.
+It refuses and greets exactly like the main transport (:mod:`trio_events.streams`),
+but ASGI has no message for WebSocket pings, so here hypercorn sends the pings
+and a missing pong goes unnoticed.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-from urllib.parse import urlsplit
 
 from quart import Blueprint, websocket
 from quart.wrappers import Websocket
 
-from ..broker import CloseCode
 from ..connection import PeerClosed, run_stream
-from ..errors import Forbidden, RateLimited
-from ..services import Principal
-from .common import SESSION_COOKIE, bearer_from, services
+from ..streams import authorize_stream, hello_frame
+from .common import services
 
-__all__ = ["QuartTransport", "blueprint", "origin_allowed"]
+__all__ = ["QuartTransport", "blueprint"]
 
 blueprint = Blueprint("events", __name__)
 log = logging.getLogger("trio_events.stream")
@@ -58,66 +52,15 @@ class QuartTransport:
             raise PeerClosed from exc
 
 
-def origin_allowed(origin: str | None, host: str | None, tls: bool, allowed: list[str]) -> bool:
-    """Whether a cookie-authenticated stream from ``origin`` may open."""
-    if origin is None:
-        return True  # not a browser: browsers always send Origin on a WebSocket
-    normalized = origin.rstrip("/").lower()
-    if normalized in {a.rstrip("/").lower() for a in allowed}:
-        return True
-    if host is None:
-        return False
-    parts = urlsplit(normalized)
-    own_scheme = "https" if tls else "http"
-    return parts.scheme == own_scheme and parts.netloc == host.lower()
-
-
-async def _authenticate() -> Principal:
-    svc = services()
-    bearer = bearer_from(websocket.headers.get("Authorization"))
-    cookie = websocket.cookies.get(SESSION_COOKIE)
-    principal = await svc.auth.authenticate(bearer, cookie)
-    if bearer is None and not origin_allowed(
-        websocket.headers.get("Origin"),
-        websocket.headers.get("Host"),
-        svc.config.server.tls,
-        svc.config.server.allowed_origins,
-    ):
-        raise Forbidden("Cross-origin event streams need an allowed Origin")
-    return principal
-
-
 @blueprint.websocket("/api/v1/events")
 async def events() -> None:
     svc = services()
-    principal = await _authenticate()
-    broker = svc.broker
-    if broker.count_streams(principal.user_id) >= svc.config.events.max_streams_per_user:
-        raise RateLimited("Too many open event streams for this user", retry_after=5)
-    with broker.subscribe(principal.user_id, principal.credential.credential_id) as subscriber:
+    headers = {name.lower(): value for name, value in websocket.headers.items()}
+    principal = await authorize_stream(svc, headers, websocket.cookies)
+    with svc.broker.subscribe(principal.user_id, principal.credential.credential_id) as sub:
         await websocket.accept()
-        hello = json.dumps(
-            {
-                "type": "Hello",
-                "data": {
-                    "userId": principal.user_id,
-                    "heartbeatInterval": svc.config.events.heartbeat_interval,
-                    "eventId": subscriber.hello_event_id,
-                },
-            },
-            separators=(",", ":"),
+        log.info("stream opened user=%s transport=asgi", principal.user_id)
+        verdict = await run_stream(
+            QuartTransport(websocket), sub, hello_frame(svc, principal, sub), svc.config.events
         )
-        log.info("stream opened user=%s remote=%s", principal.user_id, websocket.remote_addr)
-        code: int | None = CloseCode.NORMAL
-        try:
-            verdict = await run_stream(
-                QuartTransport(websocket), subscriber, hello, svc.config.events
-            )
-            code = verdict.code
-        finally:
-            log.info(
-                "stream closed user=%s code=%s queued=%d",
-                principal.user_id,
-                code if code is not None else "client",
-                subscriber.queued,
-            )
+        log.info("stream closed user=%s code=%s", principal.user_id, verdict.code or "client")

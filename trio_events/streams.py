@@ -1,0 +1,81 @@
+"""What every events transport does before a stream runs: check the handshake
+(credentials, ``Origin``, the per-user cap) and build the ``Hello`` frame.
+
+Shared by the quart-trio route (:mod:`trio_events.api.events`) and the
+transport that owns the socket (:mod:`trio_events.transport`), so both refuse
+and greet exactly alike.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from urllib.parse import urlsplit
+
+from .broker import Subscriber
+from .errors import Forbidden, RateLimited, Unauthorized
+from .services import Principal, Services
+from .services.auth import BAD_BEARER
+
+__all__ = ["authorize_stream", "bearer_from", "hello_frame", "origin_allowed"]
+
+SESSION_COOKIE = "VirolaUserSessionId"
+
+
+def bearer_from(header: str | None) -> str | None:
+    """The token of an ``Authorization: Bearer`` header; 401 if it is malformed."""
+    if header is None:
+        return None
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized(BAD_BEARER)
+    return token.strip()
+
+
+def origin_allowed(origin: str | None, host: str | None, tls: bool, allowed: list[str]) -> bool:
+    """Whether a cookie-authenticated stream from ``origin`` may open."""
+    if origin is None:
+        return True  # not a browser: browsers always send Origin on a WebSocket
+    normalized = origin.rstrip("/").lower()
+    if normalized in {a.rstrip("/").lower() for a in allowed}:
+        return True
+    if host is None:
+        return False
+    parts = urlsplit(normalized)
+    own_scheme = "https" if tls else "http"
+    return parts.scheme == own_scheme and parts.netloc == host.lower()
+
+
+async def authorize_stream(
+    svc: Services, headers: Mapping[str, str], cookies: Mapping[str, str]
+) -> Principal:
+    """The stream's user, or the :class:`~trio_events.errors.ApiError` that refuses it.
+
+    ``headers`` must be looked up case-insensitively (lower-case keys).
+    """
+    bearer = bearer_from(headers.get("authorization"))
+    principal = await svc.auth.authenticate(bearer, cookies.get(SESSION_COOKIE))
+    if bearer is None and not origin_allowed(
+        headers.get("origin"),
+        headers.get("host"),
+        svc.config.server.tls,
+        svc.config.server.allowed_origins,
+    ):
+        raise Forbidden("Cross-origin event streams need an allowed Origin")
+    if svc.broker.count_streams(principal.user_id) >= svc.config.events.max_streams_per_user:
+        raise RateLimited("Too many open event streams for this user", retry_after=5)
+    return principal
+
+
+def hello_frame(svc: Services, principal: Principal, subscriber: Subscriber) -> str:
+    return json.dumps(
+        {
+            "type": "Hello",
+            "data": {
+                "userId": principal.user_id,
+                "heartbeatInterval": svc.config.events.heartbeat_interval,
+                "eventId": subscriber.hello_event_id,
+            },
+        },
+        separators=(",", ":"),
+    )

@@ -1,0 +1,181 @@
+"""The listening socket: event streams to our transport, the rest to hypercorn.
+
+Each accepted connection's request head is read here (bounded in size and
+time).  A WebSocket upgrade of ``/api/v1/events`` is served by
+:func:`trio_events.transport.websocket.serve_events`; any other request is
+handed, with the bytes already read, to hypercorn's own connection handler,
+so REST requests see exactly what ``hypercorn.trio.serve`` would give them.
+
+This re-creates the small part of ``hypercorn.trio.run.worker_serve`` that
+owns the listeners (the ASGI lifespan, the worker context, graceful
+shutdown) and uses hypercorn's ``TCPServer``, ``WorkerContext`` and
+``Lifespan``.  Those are internal to hypercorn; the supported range is pinned
+in ``setup.cfg`` and every integration test goes through them, so a change
+fails loudly.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import Any
+
+import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio.lifespan import Lifespan
+from hypercorn.trio.tcp_server import TCPServer
+from hypercorn.trio.worker_context import WorkerContext
+from hypercorn.utils import wrap_app
+
+from ..services import Services
+from .websocket import serve_events
+
+__all__ = ["PrefixedStream", "is_events_upgrade", "serve_http"]
+
+log = logging.getLogger("trio_events.server")
+
+MAX_HEAD = 16 * 1024
+EVENTS_PATH = b"/api/v1/events"
+
+
+class PrefixedStream(trio.abc.HalfCloseableStream):
+    """A stream that first yields bytes already read from it.
+
+    Everything else (``socket``, TLS attributes, ``send_eof``) is the
+    wrapped stream's, which is what hypercorn's ``TCPServer`` looks at.
+    """
+
+    def __init__(self, stream: Any, prefix: bytes) -> None:
+        self._stream = stream
+        self._prefix = prefix
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        if self._prefix:
+            limit = len(self._prefix) if max_bytes is None else max_bytes
+            data, self._prefix = self._prefix[:limit], self._prefix[limit:]
+            return data
+        return bytes(await self._stream.receive_some(max_bytes))
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self._stream.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self._stream.wait_send_all_might_not_block()
+
+    async def send_eof(self) -> None:
+        await self._stream.send_eof()
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+def is_events_upgrade(head: bytes) -> bool:
+    """Whether a complete request head asks to upgrade ``/api/v1/events``."""
+    request_line, _, rest = head.partition(b"\r\n")
+    parts = request_line.split(b" ")
+    if len(parts) != 3 or parts[0] != b"GET":
+        return False
+    if parts[1].partition(b"?")[0] != EVENTS_PATH:
+        return False
+    for line in rest.split(b"\r\n"):
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"upgrade" and value.strip().lower() == b"websocket":
+            return True
+    return False
+
+
+async def _read_head(stream: trio.abc.Stream) -> bytes | None:
+    """Bytes up to the end of the first request head; None if the peer left."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        if len(data) > MAX_HEAD:
+            return data  # let hypercorn refuse it with its own error
+        chunk = await stream.receive_some(MAX_HEAD)
+        if not chunk:
+            return None
+        data += chunk
+    return data
+
+
+def _peer(stream: Any) -> str:
+    sock: Any = getattr(stream, "socket", None) or getattr(stream.transport_stream, "socket", None)
+    try:
+        host, port = sock.getpeername()[:2]
+    except (AttributeError, OSError):
+        return "-"
+    return f"{host}:{port}"
+
+
+async def serve_http(
+    app: Any,
+    svc: Services,
+    hc: HypercornConfig,
+    ssl_context: ssl.SSLContext | None,
+    shutdown_trigger: Callable[[], Awaitable[None]],
+    *,
+    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Listen, dispatch every connection, and stop gracefully when triggered."""
+    asgi = wrap_app(app, hc.wsgi_max_body_size, None)
+    state: dict[str, Any] = {}
+    lifespan = Lifespan(asgi, hc, state)
+    context = WorkerContext(None)
+    head_timeout = svc.config.server.request_timeout
+    host, _, port = hc.bind[0].rpartition(":")
+    listeners: list[Any] = list(
+        await trio.open_tcp_listeners(int(port), host=host.strip("[]") or None)
+    )
+    if ssl_context is not None:
+        listeners = [trio.SSLListener(lst, ssl_context, https_compatible=True) for lst in listeners]
+    scheme = "https" if ssl_context is not None else "http"
+    urls = []
+    for listener in listeners:
+        sock = listener.transport_listener.socket if ssl_context else listener.socket
+        address = sock.getsockname()
+        shown = f"[{address[0]}]" if ":" in address[0] else address[0]
+        urls.append(f"{scheme}://{shown}:{address[1]}")
+
+    async def handle(stream: Any) -> None:
+        try:
+            if ssl_context is not None:
+                with trio.fail_after(hc.ssl_handshake_timeout):
+                    await stream.do_handshake()
+            head = None
+            with trio.move_on_after(head_timeout):
+                head = await _read_head(stream)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError):
+            head = None
+        if head is None:
+            await trio.aclose_forcefully(stream)
+            return
+        if is_events_upgrade(head):
+            try:
+                await serve_events(stream, head, svc, _peer(stream))
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass
+            finally:
+                await trio.aclose_forcefully(stream)
+            return
+        prefixed: Any = PrefixedStream(stream, head)
+        await TCPServer(asgi, hc, context, state, prefixed).run()
+
+    async with trio.open_nursery() as lifespan_nursery:
+        await lifespan_nursery.start(lifespan.handle_lifespan)
+        await lifespan.wait_for_startup()
+        async with trio.open_nursery() as handlers:
+            async with trio.open_nursery() as accept:
+                accept.start_soon(
+                    partial(trio.serve_listeners, handle, listeners, handler_nursery=handlers)
+                )
+                task_status.started(urls)
+                await shutdown_trigger()
+                accept.cancel_scope.cancel()  # stop accepting
+            await context.terminated.set()  # idle keep-alive connections close
+            handlers.cancel_scope.deadline = trio.current_time() + hc.graceful_timeout
+        await lifespan.wait_for_shutdown()
+        lifespan_nursery.cancel_scope.cancel()

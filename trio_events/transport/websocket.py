@@ -1,0 +1,209 @@
+"""Event streams on a socket we own: the handshake and frames with wsproto.
+
+wsproto is sans-I/O: it turns bytes into events and events into bytes, and
+this module moves the bytes.  Compared with the ASGI route this gives the
+stream real WebSocket pings (so a silent peer is closed on time), control of
+the close handshake, and no per-message ASGI machinery.
+
+:func:`serve_events` runs one connection: it finishes the handshake that the
+dispatcher started reading, refuses it with an HTTP error in the contract's
+format, or accepts it and hands a :class:`WsprotoTransport` to
+:func:`trio_events.connection.run_stream`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from http.cookies import CookieError, SimpleCookie
+from typing import Any
+
+import trio
+from wsproto import ConnectionType, WSConnection
+from wsproto.connection import ConnectionState
+from wsproto.events import (
+    AcceptConnection,
+    BytesMessage,
+    CloseConnection,
+    Ping,
+    Pong,
+    RejectConnection,
+    RejectData,
+    Request,
+    TextMessage,
+)
+from wsproto.utilities import RemoteProtocolError
+
+from ..connection import MessageTooBig, PeerClosed, run_stream
+from ..errors import ApiError, RateLimited
+from ..services import Services
+from ..streams import authorize_stream, hello_frame
+
+__all__ = ["WsprotoTransport", "serve_events"]
+
+log = logging.getLogger("trio_events.stream")
+
+RECEIVE_SIZE = 65536
+FRAME_TIMEOUT = 5.0  # seconds a peer gets to take one frame once it is started
+
+
+class WsprotoTransport:
+    """:class:`~trio_events.connection.Transport` over a Trio stream and wsproto.
+
+    ``send`` may be called from several tasks (sender, reader's pongs,
+    heartbeat); a lock keeps their bytes from interleaving.  Only the reader
+    calls ``receive``, which also answers pings and notices pongs.
+    """
+
+    supports_ping = True
+
+    def __init__(self, stream: trio.abc.Stream, ws: WSConnection, max_message: int) -> None:
+        self._stream = stream
+        self._ws = ws
+        self._max_message = max_message
+        self._send_lock = trio.Lock()
+        self._pong = trio.Event()
+        self._ping_payload = b""
+        self._parts: list[Any] = []
+        self._size = 0
+        self._pending: list[str | bytes] = []
+        self._broken = False
+
+    async def _write(self, data: bytes) -> None:
+        """Write whole frames only.
+
+        A write cancelled half-way would leave a partial frame on the wire and
+        corrupt everything after it, so each write is shielded from
+        cancellation and bounded by ``FRAME_TIMEOUT`` instead; a peer that
+        does not take one frame in that time has its connection dropped.
+        """
+        async with self._send_lock:
+            if self._broken:
+                raise PeerClosed
+            with trio.CancelScope(shield=True) as scope:
+                scope.deadline = trio.current_time() + FRAME_TIMEOUT
+                try:
+                    await self._stream.send_all(data)
+                except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                    self._broken = True
+                    raise PeerClosed from exc
+            if scope.cancelled_caught:
+                self._broken = True
+                raise PeerClosed
+
+    async def send(self, frame: str) -> None:
+        if self._ws.state is not ConnectionState.OPEN:
+            raise PeerClosed
+        await self._write(self._ws.send(TextMessage(data=frame)))
+
+    async def ping(self) -> None:
+        self._ping_payload = os.urandom(4)
+        self._pong = trio.Event()
+        await self._write(self._ws.send(Ping(payload=self._ping_payload)))
+        await self._pong.wait()
+
+    async def receive(self) -> str | bytes:
+        while not self._pending:
+            try:
+                data = await self._stream.receive_some(RECEIVE_SIZE)
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                raise PeerClosed from exc
+            if not data:
+                raise PeerClosed
+            try:
+                self._ws.receive_data(bytes(data))
+            except RemoteProtocolError as exc:
+                raise PeerClosed from exc
+            for event in self._ws.events():
+                await self._handle(event)
+        return self._pending.pop(0)
+
+    async def _handle(self, event: object) -> None:
+        if isinstance(event, TextMessage | BytesMessage):
+            self._size += len(event.data)
+            if self._size > self._max_message:
+                raise MessageTooBig
+            self._parts.append(event.data)
+            if event.message_finished:
+                parts, self._parts, self._size = self._parts, [], 0
+                if isinstance(event, TextMessage):
+                    self._pending.append("".join(parts))
+                else:
+                    self._pending.append(b"".join(parts))
+        elif isinstance(event, Ping):
+            await self._write(self._ws.send(event.response()))
+        elif isinstance(event, Pong):
+            if bytes(event.payload) == self._ping_payload:
+                self._pong.set()
+        elif isinstance(event, CloseConnection):
+            if self._ws.state is ConnectionState.REMOTE_CLOSING:
+                await self._write(self._ws.send(event.response()))
+            raise PeerClosed
+
+    async def close(self, code: int, reason: str) -> None:
+        try:
+            if self._ws.state is ConnectionState.OPEN and not self._broken:
+                await self._write(self._ws.send(CloseConnection(code=code, reason=reason)))
+        finally:
+            await self._stream.aclose()
+
+
+def _reject(ws: WSConnection, error: ApiError) -> bytes:
+    body = json.dumps({"errorText": error.text, "httpStatusCode": error.status}).encode()
+    headers = [
+        (b"content-type", b"application/json; charset=utf-8"),
+        (b"content-length", str(len(body)).encode()),
+        (b"connection", b"close"),
+    ]
+    if isinstance(error, RateLimited):
+        headers.append((b"retry-after", str(error.retry_after).encode()))
+    return ws.send(
+        RejectConnection(status_code=error.status, headers=headers, has_body=True)
+    ) + ws.send(RejectData(data=body))
+
+
+async def serve_events(stream: trio.abc.Stream, head: bytes, svc: Services, remote: str) -> None:
+    """Serve one events connection whose request head (and anything after) is ``head``."""
+    ws = WSConnection(ConnectionType.SERVER)
+    try:
+        ws.receive_data(head)
+        request = next(iter(ws.events()), None)
+    except RemoteProtocolError as exc:
+        hint = exc.event_hint
+        if isinstance(hint, RejectConnection):
+            await stream.send_all(ws.send(hint))
+        return
+    if not isinstance(request, Request):
+        return
+    headers = {
+        name.decode("latin-1").lower(): value.decode("latin-1")
+        for name, value in request.extra_headers
+    }
+    headers["host"] = request.host
+    cookies: dict[str, str] = {}
+    try:
+        jar = SimpleCookie(headers.get("cookie", ""))
+        cookies = {name: morsel.value for name, morsel in jar.items()}
+    except CookieError:
+        pass
+    try:
+        principal = await authorize_stream(svc, headers, cookies)
+    except ApiError as error:
+        log.info("stream refused status=%d remote=%s", error.status, remote)
+        await stream.send_all(_reject(ws, error))
+        return
+    broker = svc.broker
+    with broker.subscribe(principal.user_id, principal.credential.credential_id) as subscriber:
+        await stream.send_all(ws.send(AcceptConnection()))
+        log.info("stream opened user=%s remote=%s", principal.user_id, remote)
+        transport = WsprotoTransport(stream, ws, svc.config.events.max_client_frame)
+        verdict = await run_stream(
+            transport, subscriber, hello_frame(svc, principal, subscriber), svc.config.events
+        )
+        log.info(
+            "stream closed user=%s code=%s reason=%s",
+            principal.user_id,
+            verdict.code if verdict.code is not None else "client",
+            verdict.reason,
+        )
