@@ -166,7 +166,10 @@ async def test_create_and_delete_room_events(
     created = [e for e in created_all if not is_internal(e.event_type)]
     assert shape(created) == [("RoomCreated", room_id, None)]
     internal = [(e.event_type, payload(e)) for e in created_all if is_internal(e.event_type)]
-    assert ("acl.room", {"roomId": room_id, "roomType": "Private"}) in internal
+    assert (
+        "acl.room",
+        {"roomId": room_id, "roomType": "Private", "previousType": None},
+    ) in internal
     for user in (alice, bob):
         assert (
             "acl.member",

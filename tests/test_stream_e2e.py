@@ -235,6 +235,8 @@ async def test_hello_cookie_and_bearer(tmp_path: Path) -> None:
                         "userId": alice.user_id,
                         "heartbeatInterval": HEARTBEAT,
                         "eventId": mark,
+                        "resumed": False,
+                        "replayed": 0,
                     }
                 await post(client, admin, room)
                 last = await latest_event_id(server)

@@ -73,6 +73,40 @@ class AclStore:
             members = self._members.setdefault(data["roomId"], set())
             (members.add if data["member"] else members.discard)(data["userId"])
 
+    def unapply(self, event: StoredEvent) -> None:
+        """Undo an ``acl.*`` event: run the table backwards past ``event``.
+
+        Used by resume to find the table as it stood at an older event id.
+        """
+        self.event_id = event.event_id - 1
+        data = json.loads(event.payload) if event.event_type.startswith("acl.") else None
+        if data is None:
+            return
+        if event.event_type == EventType.ACL_USER:
+            self._set_user(data["userId"], data["wasAdmin"], data["wasActive"])
+        elif event.event_type == EventType.ACL_ROOM:
+            room_id = data["roomId"]
+            if data.get("deleted"):
+                self._rooms[room_id] = RoomType(data["roomType"])
+                self._members[room_id] = set(data["members"])
+            elif data.get("previousType") is None:
+                self._rooms.pop(room_id, None)
+                self._members.pop(room_id, None)
+            else:
+                self._rooms[room_id] = RoomType(data["previousType"])
+        elif event.event_type == EventType.ACL_MEMBER:
+            members = self._members.setdefault(data["roomId"], set())
+            (members.discard if data["member"] else members.add)(data["userId"])
+
+    def copy(self) -> AclStore:
+        clone = AclStore()
+        clone.event_id = self.event_id
+        clone._admins = set(self._admins)
+        clone._active = set(self._active)
+        clone._rooms = dict(self._rooms)
+        clone._members = {room: set(users) for room, users in self._members.items()}
+        return clone
+
     def is_active(self, user_id: int) -> bool:
         return user_id in self._active
 

@@ -31,7 +31,7 @@ import attrs
 import trio
 
 from .acl import AclStore, recipients
-from .events import EventType, is_internal
+from .events import EventType, encode_shared, is_internal
 from .model import StoredEvent
 from .store import Store, Tx
 from .wire import render_room
@@ -75,6 +75,7 @@ class Subscriber:
     close_code: int | None = None
     close_reason: str = ""
     ended: trio.Event = attrs.field(factory=trio.Event)
+    acl: AclStore | None = None  # the access table at hello_event_id, for resume
 
     def offer(self, frame: str) -> bool:
         """Queue ``frame`` without waiting; False if the queue is full or closed."""
@@ -101,9 +102,7 @@ def _events_after(event_id: int, tx: Tx) -> list[StoredEvent]:
     return tx.events_after(event_id, BATCH)
 
 
-def encode_frame(event: StoredEvent) -> str:
-    """The frame of an event whose data is the same for every recipient."""
-    return f'{{"type":"{event.event_type}","data":{event.payload},"eventId":{event.event_id}}}'
+encode_frame = encode_shared  # kept for callers of the broker module
 
 
 class Broker:
@@ -129,10 +128,17 @@ class Broker:
     def count_streams(self, user_id: int) -> int:
         return len(self._by_user.get(user_id, ()))
 
+    def acl_copy(self) -> AclStore:
+        """The access table as of :attr:`last_event_id`."""
+        return self._acl.copy()
+
     @contextlib.contextmanager
-    def subscribe(self, user_id: int, credential_id: int) -> Iterator[Subscriber]:
+    def subscribe(
+        self, user_id: int, credential_id: int, *, with_acl: bool = False
+    ) -> Iterator[Subscriber]:
         """Register a stream for the block; it receives every event routed after
-        ``hello_event_id``, and is always unregistered on exit."""
+        ``hello_event_id``, and is always unregistered on exit.  ``with_acl``
+        also captures the access table at that id, in the same step (resume)."""
         send, receive = trio.open_memory_channel[str](self._queue_size)
         subscriber = Subscriber(
             user_id=user_id,
@@ -140,6 +146,7 @@ class Broker:
             send=send,
             receive=receive,
             hello_event_id=self.last_event_id,
+            acl=self._acl.copy() if with_acl else None,
         )
         if self._closed:
             subscriber.end(CloseCode.GOING_AWAY, "server shutting down")

@@ -120,6 +120,7 @@ class EventsConfig:
     client_frame_rate: int = attrs.field(default=20, validator=_in_range(1))
     retention_events: int = attrs.field(default=1_000_000, validator=_in_range(1))
     retention_seconds: float = attrs.field(default=86_400.0, validator=_positive)
+    max_replay: int = attrs.field(default=10_000, validator=_in_range(1))
 
 
 @attrs.frozen

@@ -30,6 +30,7 @@ import contextlib
 import json
 import logging
 from collections import deque
+from collections.abc import Sequence
 from typing import Protocol
 
 import attrs
@@ -98,7 +99,12 @@ class _RateWindow:
 
 
 async def run_stream(
-    transport: Transport, subscriber: Subscriber, hello: str, config: EventsConfig
+    transport: Transport,
+    subscriber: Subscriber,
+    hello: str,
+    config: EventsConfig,
+    *,
+    replay: Sequence[str] = (),
 ) -> Verdict:
     """Serve one stream until any of its tasks ends; close it; return why it closed."""
     verdict = Verdict()
@@ -118,6 +124,8 @@ async def run_stream(
         async def sender() -> None:
             try:
                 await send(hello)
+                for frame in replay:  # a resumed stream's missed events, all before the live ones
+                    await send(frame)
                 async for frame in subscriber.receive:
                     if subscriber.close_code in (CloseCode.SLOW_CONSUMER, CloseCode.SESSION_ENDED):
                         break  # stop at once; a resume will fetch the rest

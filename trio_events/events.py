@@ -19,7 +19,14 @@ from typing import Any
 from .model import StoredEvent
 from .wire import render_room
 
-__all__ = ["EventType", "client_data", "is_internal"]
+__all__ = [
+    "EventType",
+    "client_data",
+    "encode_for",
+    "encode_shared",
+    "is_internal",
+    "is_per_recipient",
+]
 
 
 class EventType(enum.StrEnum):
@@ -38,6 +45,29 @@ class EventType(enum.StrEnum):
 
 def is_internal(event_type: str) -> bool:
     return "." in event_type
+
+
+def encode_shared(event: StoredEvent) -> str:
+    """The frame of an event whose data is the same for every recipient.
+
+    The stored payload is already compact JSON, so it is spliced in as it is.
+    """
+    return f'{{"type":"{event.event_type}","data":{event.payload},"eventId":{event.event_id}}}'
+
+
+def is_per_recipient(event: StoredEvent) -> bool:
+    return '"roomTemplate"' in event.payload
+
+
+def encode_for(event: StoredEvent, user_id: int) -> str:
+    """The frame of ``event`` as ``user_id`` receives it."""
+    if not is_per_recipient(event):
+        return encode_shared(event)
+    return json.dumps(
+        {"type": event.event_type, "data": client_data(event, user_id), "eventId": event.event_id},
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
 
 
 def client_data(event: StoredEvent, user_id: int) -> dict[str, Any]:

@@ -8,16 +8,27 @@ and greet exactly alike.
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from urllib.parse import urlsplit
+
+import attrs
 
 from .broker import Subscriber
 from .errors import Forbidden, RateLimited, Unauthorized
+from .replay import parse_since, plan_replay, resync_frame
 from .services import Principal, Services
 from .services.auth import BAD_BEARER
 
-__all__ = ["authorize_stream", "bearer_from", "hello_frame", "origin_allowed"]
+__all__ = [
+    "StreamStart",
+    "authorize_stream",
+    "bearer_from",
+    "hello_frame",
+    "open_stream",
+    "origin_allowed",
+]
 
 SESSION_COOKIE = "VirolaUserSessionId"
 
@@ -67,7 +78,9 @@ async def authorize_stream(
     return principal
 
 
-def hello_frame(svc: Services, principal: Principal, subscriber: Subscriber) -> str:
+def hello_frame(
+    svc: Services, principal: Principal, subscriber: Subscriber, resumed: bool, replayed: int
+) -> str:
     return json.dumps(
         {
             "type": "Hello",
@@ -75,7 +88,57 @@ def hello_frame(svc: Services, principal: Principal, subscriber: Subscriber) -> 
                 "userId": principal.user_id,
                 "heartbeatInterval": svc.config.events.heartbeat_interval,
                 "eventId": subscriber.hello_event_id,
+                "resumed": resumed,
+                "replayed": replayed,
             },
         },
         separators=(",", ":"),
     )
+
+
+@attrs.frozen
+class StreamStart:
+    """An authorized, subscribed stream and the frames it must send first."""
+
+    principal: Principal
+    subscriber: Subscriber
+    hello: str
+    replay: list[str]
+
+
+@contextlib.asynccontextmanager
+async def open_stream(
+    svc: Services,
+    headers: Mapping[str, str],
+    cookies: Mapping[str, str],
+    raw_since: str | None,
+) -> AsyncIterator[StreamStart]:
+    """Check the handshake, subscribe, and compute a resume's replay.
+
+    Raises :class:`~trio_events.errors.ApiError` before subscribing when the
+    stream must be refused (the transport answers with that HTTP error).
+    The subscription is taken before the replay is read, so events committed
+    meanwhile queue up live and come right after the replayed ones.
+    """
+    broker = svc.broker
+    since = parse_since(raw_since, broker.last_event_id)
+    principal = await authorize_stream(svc, headers, cookies)
+    credential = principal.credential.credential_id
+    with broker.subscribe(principal.user_id, credential, with_acl=since is not None) as sub:
+        frames: list[str] = []
+        resumed = False
+        if since is not None:
+            assert sub.acl is not None
+            limit = svc.config.events.max_replay
+            replay = await plan_replay(
+                svc.store, sub.acl, principal.user_id, since, sub.hello_event_id, limit
+            )
+            if replay.resync_oldest is not None:
+                frames = [resync_frame(replay.resync_oldest)]
+            elif replay.next_since < sub.hello_event_id:  # more than max_replay missed
+                oldest = await svc.store.read(lambda tx: tx.trimmed_through()) + 1
+                frames = [resync_frame(oldest)]
+            else:
+                frames, resumed = replay.frames, True
+        hello = hello_frame(svc, principal, sub, resumed, len(frames) if resumed else 0)
+        yield StreamStart(principal=principal, subscriber=sub, hello=hello, replay=frames)

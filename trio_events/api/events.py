@@ -17,7 +17,7 @@ from quart import Blueprint, websocket
 from quart.wrappers import Websocket
 
 from ..connection import PeerClosed, run_stream
-from ..streams import authorize_stream, hello_frame
+from ..streams import open_stream
 from .common import services
 
 __all__ = ["QuartTransport", "blueprint"]
@@ -56,11 +56,16 @@ class QuartTransport:
 async def events() -> None:
     svc = services()
     headers = {name.lower(): value for name, value in websocket.headers.items()}
-    principal = await authorize_stream(svc, headers, websocket.cookies)
-    with svc.broker.subscribe(principal.user_id, principal.credential.credential_id) as sub:
+    since = websocket.args.get("since")
+    async with open_stream(svc, headers, websocket.cookies, since) as start:
         await websocket.accept()
-        log.info("stream opened user=%s transport=asgi", principal.user_id)
+        user_id = start.principal.user_id
+        log.info("stream opened user=%s transport=asgi replayed=%d", user_id, len(start.replay))
         verdict = await run_stream(
-            QuartTransport(websocket), sub, hello_frame(svc, principal, sub), svc.config.events
+            QuartTransport(websocket),
+            start.subscriber,
+            start.hello,
+            svc.config.events,
+            replay=start.replay,
         )
-        log.info("stream closed user=%s code=%s", principal.user_id, verdict.code or "client")
+        log.info("stream closed user=%s code=%s", user_id, verdict.code or "client")

@@ -52,16 +52,28 @@ class Outbox:
     def room_deleted(self, room_id: int, audience: Collection[int]) -> None:
         self.emit(EventType.ROOM_DELETED, {"roomId": room_id}, room_id, audience)
 
-    def acl_user(self, user_id: int, is_admin: bool, active: bool) -> None:
-        data = {"userId": user_id, "isAdmin": is_admin, "active": active}
+    # Every acl.* event also records the state it replaces, so that the access
+    # table can be run backwards from now to any retained event id (resume).
+
+    def acl_user(
+        self, user_id: int, is_admin: bool, active: bool, was_admin: bool, was_active: bool
+    ) -> None:
+        data = {
+            "userId": user_id,
+            "isAdmin": is_admin,
+            "active": active,
+            "wasAdmin": was_admin,
+            "wasActive": was_active,
+        }
         self._internal(EventType.ACL_USER, data, None)
 
-    def acl_room(self, room_id: int, room_type: str | None) -> None:
-        data: dict[str, Any] = {"roomId": room_id}
-        if room_type is None:
-            data["deleted"] = True
-        else:
-            data["roomType"] = room_type
+    def acl_room(self, room_id: int, room_type: str, previous_type: str | None) -> None:
+        """A room created (``previous_type`` None) or whose type changed."""
+        data = {"roomId": room_id, "roomType": room_type, "previousType": previous_type}
+        self._internal(EventType.ACL_ROOM, data, room_id)
+
+    def acl_room_deleted(self, room_id: int, room_type: str, members: list[int]) -> None:
+        data = {"roomId": room_id, "deleted": True, "roomType": room_type, "members": members}
         self._internal(EventType.ACL_ROOM, data, room_id)
 
     def acl_member(self, room_id: int, user_id: int, member: bool) -> None:

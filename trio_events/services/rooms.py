@@ -76,7 +76,7 @@ class RoomService:
                     raise BadRequest(f"User {member_id} does not exist")
             room = tx.insert_room(name, room_type, now)
             out = Outbox(tx, now)
-            out.acl_room(room.room_id, str(room_type))
+            out.acl_room(room.room_id, str(room_type), None)
             for member_id in members:
                 tx.set_member(room.room_id, member_id, member_id in moderators, now)
                 out.acl_member(room.room_id, member_id, True)
@@ -106,7 +106,7 @@ class RoomService:
             )
             out = Outbox(tx, now)
             if room.room_type is not access.room.room_type:
-                out.acl_room(room_id, str(room.room_type))
+                out.acl_room(room_id, str(room.room_type), str(access.room.room_type))
             after = tx.room_audience(room)
             state = tx.room_state(room_id)
             if before == after:
@@ -131,7 +131,7 @@ class RoomService:
             audience = tx.room_audience(access.room)
             out = Outbox(tx, now)
             out.room_deleted(room_id, audience)
-            out.acl_room(room_id, None)
+            out.acl_room_deleted(room_id, str(access.room.room_type), list(tx.members(room_id)))
             tx.delete_room(room_id)
 
         await self._store.write(write)

@@ -58,7 +58,7 @@ class UserService:
 
         def write(tx: Tx) -> User:
             user = tx.insert_user(user_name, display, password_hash, is_admin, now)
-            Outbox(tx, now).acl_user(user.user_id, user.is_admin, user.is_active)
+            Outbox(tx, now).acl_user(user.user_id, user.is_admin, user.is_active, False, False)
             return user
 
         return await self._store.write(write)
@@ -141,7 +141,9 @@ class UserService:
                 revoked = tx.delete_credentials(user_id, keep_id=keep)
             out = Outbox(tx, now)
             if (before.is_admin, before.is_active) != (user.is_admin, user.is_active):
-                out.acl_user(user_id, user.is_admin, user.is_active)
+                out.acl_user(
+                    user_id, user.is_admin, user.is_active, before.is_admin, before.is_active
+                )
                 if before.is_active and user.is_active:
                     _announce_admin_change(tx, out, user)
             out.session_ended(user_id, revoked)

@@ -76,6 +76,17 @@ def _message(row: Sequence[Any], reads: tuple[ReadTimestamp, ...]) -> Message:
     )
 
 
+def _stored(row: Sequence[Any]) -> StoredEvent:
+    return StoredEvent(
+        event_id=row[0],
+        event_type=row[1],
+        room_id=row[2],
+        audience=None if row[3] is None else tuple(json.loads(row[3])),
+        payload=row[4],
+        created_utc=row[5],
+    )
+
+
 class MessageQueries:
     _conn: sqlite3.Connection
     appended: list[StoredEvent]
@@ -237,17 +248,50 @@ class MessageQueries:
             " FROM events WHERE event_id > ? ORDER BY event_id LIMIT ?",
             (event_id, limit),
         )
-        return [
-            StoredEvent(
-                event_id=row[0],
-                event_type=row[1],
-                room_id=row[2],
-                audience=None if row[3] is None else tuple(json.loads(row[3])),
-                payload=row[4],
-                created_utc=row[5],
-            )
-            for row in rows
-        ]
+        return [_stored(row) for row in rows]
+
+    def events_between(self, after: int, until: int, limit: int) -> list[StoredEvent]:
+        rows = self._conn.execute(
+            "SELECT event_id, event_type, room_id, audience_user_ids, payload, created_utc"
+            " FROM events WHERE event_id > ? AND event_id <= ? ORDER BY event_id LIMIT ?",
+            (after, until, limit),
+        )
+        return [_stored(row) for row in rows]
+
+    def acl_events_between(self, after: int, until: int) -> list[StoredEvent]:
+        rows = self._conn.execute(
+            "SELECT event_id, event_type, room_id, audience_user_ids, payload, created_utc"
+            " FROM events WHERE event_id > ? AND event_id <= ? AND event_type LIKE 'acl.%'"
+            " ORDER BY event_id",
+            (after, until),
+        )
+        return [_stored(row) for row in rows]
+
+    def trimmed_through(self) -> int:
+        (value,) = self._conn.execute(
+            "SELECT value FROM log_meta WHERE name = 'trimmed_through'"
+        ).fetchone()
+        return int(value)
+
+    def trim_events(self, older_than_utc: int, keep_after_id: int, limit: int) -> int:
+        """Delete up to ``limit`` of the oldest events, stopping at the first one
+        that is both newer than ``older_than_utc`` and after ``keep_after_id``.
+        Only a prefix of the log is ever deleted.  Return how many went."""
+        rows = self._conn.execute(
+            "SELECT event_id, created_utc FROM events ORDER BY event_id LIMIT ?", (limit,)
+        ).fetchall()
+        last = 0
+        for event_id, created_utc in rows:
+            if created_utc >= older_than_utc and event_id > keep_after_id:
+                break
+            last = event_id
+        if not last:
+            return 0
+        cursor = self._conn.execute("DELETE FROM events WHERE event_id <= ?", (last,))
+        self._conn.execute(
+            "UPDATE log_meta SET value = max(value, ?) WHERE name = 'trimmed_through'", (last,)
+        )
+        return cursor.rowcount
 
     def latest_event_id(self) -> int:
         (latest,) = self._conn.execute("SELECT coalesce(max(event_id), 0) FROM events").fetchone()

@@ -18,6 +18,7 @@ import logging
 import os
 from http.cookies import CookieError, SimpleCookie
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import trio
 from wsproto import ConnectionType, WSConnection
@@ -38,7 +39,7 @@ from wsproto.utilities import RemoteProtocolError
 from ..connection import MessageTooBig, PeerClosed, run_stream
 from ..errors import ApiError, RateLimited
 from ..services import Services
-from ..streams import authorize_stream, hello_frame
+from ..streams import open_stream
 
 __all__ = ["WsprotoTransport", "serve_events"]
 
@@ -187,23 +188,30 @@ async def serve_events(stream: trio.abc.Stream, head: bytes, svc: Services, remo
         cookies = {name: morsel.value for name, morsel in jar.items()}
     except CookieError:
         pass
+    since = parse_qs(urlsplit(request.target).query).get("since", [None])[0]
     try:
-        principal = await authorize_stream(svc, headers, cookies)
+        async with open_stream(svc, headers, cookies, since) as start:
+            await stream.send_all(ws.send(AcceptConnection()))
+            user_id = start.principal.user_id
+            log.info(
+                "stream opened user=%s remote=%s since=%s replayed=%d",
+                user_id,
+                remote,
+                since if since is not None else "-",
+                len(start.replay),
+            )
+            transport = WsprotoTransport(stream, ws, svc.config.events.max_client_frame)
+            verdict = await run_stream(
+                transport, start.subscriber, start.hello, svc.config.events, replay=start.replay
+            )
+            log.info(
+                "stream closed user=%s code=%s reason=%s",
+                user_id,
+                verdict.code if verdict.code is not None else "client",
+                verdict.reason,
+            )
     except ApiError as error:
+        if ws.state is not ConnectionState.CONNECTING:
+            raise
         log.info("stream refused status=%d remote=%s", error.status, remote)
         await stream.send_all(_reject(ws, error))
-        return
-    broker = svc.broker
-    with broker.subscribe(principal.user_id, principal.credential.credential_id) as subscriber:
-        await stream.send_all(ws.send(AcceptConnection()))
-        log.info("stream opened user=%s remote=%s", principal.user_id, remote)
-        transport = WsprotoTransport(stream, ws, svc.config.events.max_client_frame)
-        verdict = await run_stream(
-            transport, subscriber, hello_frame(svc, principal, subscriber), svc.config.events
-        )
-        log.info(
-            "stream closed user=%s code=%s reason=%s",
-            principal.user_id,
-            verdict.code if verdict.code is not None else "client",
-            verdict.reason,
-        )
