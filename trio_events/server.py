@@ -28,6 +28,7 @@ from hypercorn.config import Config as HypercornConfig
 
 from .api import create_app
 from .config import Config
+from .retention import run_retention
 from .services import Services
 from .services.bootstrap import ensure_admin
 from .store import open_store
@@ -118,6 +119,7 @@ async def open_server(config: Config) -> AsyncIterator[RunningServer]:
         shutdown = trio.Event()
         async with trio.open_nursery() as nursery:
             await nursery.start(svc.broker.run)
+            await nursery.start(run_retention, store, config.events)
             async with trio.open_nursery() as http:
                 urls: list[str] = await http.start(
                     partial(

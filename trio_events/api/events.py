@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import logging
 
-from quart import Blueprint, websocket
+from quart import Blueprint, Response, request, websocket
 from quart.wrappers import Websocket
 
 from ..connection import PeerClosed, run_stream
+from ..errors import BadRequest
+from ..replay import parse_since, plan_replay, resync_frame
 from ..streams import open_stream
-from .common import services
+from .common import authenticate, services
 
 __all__ = ["QuartTransport", "blueprint"]
 
@@ -50,6 +52,44 @@ class QuartTransport:
             await self._ws.close(code, reason)
         except Exception as exc:  # the peer went away while we closed
             raise PeerClosed from exc
+
+
+@blueprint.get("/api/v1/events")
+async def catch_up() -> Response:
+    """Catch-up over plain HTTP: the same events a resumed stream would replay.
+
+    ``eventId`` in the answer is where to continue from (``since`` of the next
+    call); it is below the newest id when ``limit`` cut the page short.
+    """
+    principal = await authenticate()
+    svc = services()
+    broker = svc.broker
+    until = broker.last_event_id
+    acl = broker.acl_copy()  # the table at `until`, taken in the same step
+    unknown = sorted(set(request.args) - {"since", "limit"})
+    if unknown:
+        raise BadRequest(f"Unknown query parameter {unknown[0]!r}")
+    since = parse_since(request.args.get("since"), until)
+    cap = svc.config.limits.max_page
+    limit = _limit(request.args.get("limit"), cap)
+    if since is None:
+        frames, next_since = [], until
+    else:
+        replay = await plan_replay(svc.store, acl, principal.user_id, since, until, limit)
+        if replay.resync_oldest is not None:
+            frames, next_since = [resync_frame(replay.resync_oldest)], until
+        else:
+            frames, next_since = replay.frames, replay.next_since
+    body = f'{{"events":[{",".join(frames)}],"eventId":{next_since},"httpStatusCode":200}}'
+    return Response(body, status=200, content_type="application/json; charset=utf-8")
+
+
+def _limit(raw: str | None, cap: int) -> int:
+    if raw is None or raw == "":
+        return cap
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 9 or int(raw) < 1:
+        raise BadRequest("Query parameter 'limit' must be a positive integer")
+    return min(int(raw), cap)
 
 
 @blueprint.websocket("/api/v1/events")
