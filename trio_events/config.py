@@ -84,6 +84,9 @@ class ServerConfig:
     graceful_timeout: float = attrs.field(default=5.0, validator=_in_range(0))
     keep_alive_timeout: float = attrs.field(default=5.0, validator=_positive)
     request_timeout: float = attrs.field(default=30.0, validator=_positive)
+    header_timeout: float = attrs.field(default=10.0, validator=_positive)
+    max_header_bytes: int = attrs.field(default=16 * 1024, validator=_in_range(1024, 1 << 20))
+    keep_alive_max_requests: int = attrs.field(default=1000, validator=_in_range(1))
 
     def __attrs_post_init__(self) -> None:
         if bool(self.certfile) != bool(self.keyfile):

@@ -1,7 +1,8 @@
 """The listening socket: event streams to our transport, the rest to hypercorn.
 
 Each accepted connection's request head is read here (bounded in size and
-time).  A WebSocket upgrade of ``/api/v1/events`` is served by
+time: ``server.max_header_bytes`` and ``server.header_timeout``).  A
+WebSocket upgrade of ``/api/v1/events`` is served by
 :func:`trio_events.transport.websocket.serve_events`; any other request is
 handed, with the bytes already read, to hypercorn's own connection handler,
 so REST requests see exactly what ``hypercorn.trio.serve`` would give them.
@@ -36,7 +37,6 @@ __all__ = ["PrefixedStream", "is_events_upgrade", "serve_http"]
 
 log = logging.getLogger("trio_events.server")
 
-MAX_HEAD = 16 * 1024
 EVENTS_PATH = b"/api/v1/events"
 
 
@@ -89,13 +89,13 @@ def is_events_upgrade(head: bytes) -> bool:
     return False
 
 
-async def _read_head(stream: trio.abc.Stream) -> bytes | None:
+async def _read_head(stream: trio.abc.Stream, max_head: int) -> bytes | None:
     """Bytes up to the end of the first request head; None if the peer left."""
     data = b""
     while b"\r\n\r\n" not in data:
-        if len(data) > MAX_HEAD:
+        if len(data) > max_head:
             return data  # let hypercorn refuse it with its own error
-        chunk = await stream.receive_some(MAX_HEAD)
+        chunk = await stream.receive_some(65536)
         if not chunk:
             return None
         data += chunk
@@ -125,7 +125,8 @@ async def serve_http(
     state: dict[str, Any] = {}
     lifespan = Lifespan(asgi, hc, state)
     context = WorkerContext(None)
-    head_timeout = svc.config.server.request_timeout
+    head_timeout = svc.config.server.header_timeout
+    max_head = svc.config.server.max_header_bytes
     host, _, port = hc.bind[0].rpartition(":")
     listeners: list[Any] = list(
         await trio.open_tcp_listeners(int(port), host=host.strip("[]") or None)
@@ -147,7 +148,7 @@ async def serve_http(
                     await stream.do_handshake()
             head = None
             with trio.move_on_after(head_timeout):
-                head = await _read_head(stream)
+                head = await _read_head(stream, max_head)
         except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError):
             head = None
         if head is None:
