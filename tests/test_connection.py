@@ -9,6 +9,7 @@ socket whose peer stopped reading.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 
 import pytest
 import trio
@@ -42,6 +43,10 @@ class FakeTransport:
             await trio.sleep_forever()
         self.sent.append(frame)
         self._sent_send.send_nowait(frame)
+
+    async def send_many(self, frames: Sequence[str]) -> None:
+        for frame in frames:
+            await self.send(frame)
 
     async def receive(self) -> str | bytes:
         try:

@@ -7,6 +7,7 @@ line on stderr and a non-zero exit status, never a traceback.
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import signal
 import sys
@@ -146,6 +147,19 @@ def _run_with_services(config: Config, fn: Callable[[Services], Awaitable[None]]
     trio.run(main)
 
 
+def tune_gc() -> None:
+    """Keep full collections off the stream's latency tail.
+
+    Everything allocated during start-up lives as long as the process, so it
+    is moved out of the collector's sight (``gc.freeze``), and generation 0
+    runs less often.  Python's full collections otherwise pause every stream
+    for tens of milliseconds once a few hundred connections are open.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
+
+
 async def _serve_until_signal(config: Config) -> None:
     shutdown = trio.Event()
 
@@ -158,8 +172,11 @@ async def _serve_until_signal(config: Config) -> None:
 
     async with trio.open_nursery() as nursery:
         await nursery.start(watch_signals)
-        await serve(config, shutdown)
-        nursery.cancel_scope.cancel()
+        await nursery.start(serve, config, shutdown)
+        tune_gc()
+        # serve() returns once `shutdown` is set and it has stopped gracefully;
+        # watch_signals returned after the first signal, so a second Ctrl-C
+        # interrupts a slow shutdown the usual way.
 
 
 def cmd_serve(args: argparse.Namespace) -> None:

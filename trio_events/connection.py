@@ -44,6 +44,7 @@ __all__ = ["CLOSE_TIMEOUT", "MessageTooBig", "PeerClosed", "Transport", "Verdict
 log = logging.getLogger("trio_events.stream")
 
 CLOSE_TIMEOUT = 5.0
+MAX_BATCH = 256  # frames written together at most; under light load a batch is one frame
 
 
 class PeerClosed(Exception):
@@ -61,6 +62,10 @@ class Transport(Protocol):
 
     async def send(self, frame: str) -> None:
         """Send one text frame."""
+        ...
+
+    async def send_many(self, frames: Sequence[str]) -> None:
+        """Send text frames in order, in as few writes as the transport can."""
         ...
 
     async def receive(self) -> str | bytes:
@@ -114,6 +119,10 @@ async def run_stream(
         async with send_lock:
             await transport.send(frame)
 
+    async def send_batch(frames: list[str]) -> None:
+        async with send_lock:
+            await transport.send_many(frames)
+
     async with trio.open_nursery() as nursery:
 
         def finish(code: int | None, reason: str) -> None:
@@ -124,12 +133,21 @@ async def run_stream(
         async def sender() -> None:
             try:
                 await send(hello)
-                for frame in replay:  # a resumed stream's missed events, all before the live ones
-                    await send(frame)
-                async for frame in subscriber.receive:
+                for start in range(0, len(replay), MAX_BATCH):  # a resume's missed events
+                    await send_batch(list(replay[start : start + MAX_BATCH]))
+                receive = subscriber.receive
+                async for frame in receive:
                     if subscriber.close_code in (CloseCode.SLOW_CONSUMER, CloseCode.SESSION_ENDED):
                         break  # stop at once; a resume will fetch the rest
-                    await send(frame)
+                    # Coalesce: take whatever else is already queued (bounded,
+                    # so one busy stream cannot hold the loop), write it at once.
+                    batch = [frame]
+                    while len(batch) < MAX_BATCH:
+                        try:
+                            batch.append(receive.receive_nowait())
+                        except (trio.WouldBlock, trio.EndOfChannel):
+                            break
+                    await send_batch(batch)
             except PeerClosed:
                 finish(None, "connection lost")
                 return

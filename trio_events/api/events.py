@@ -12,6 +12,7 @@ and a missing pong goes unnoticed.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 from quart import Blueprint, Response, request, websocket
 from quart.wrappers import Websocket
@@ -38,6 +39,10 @@ class QuartTransport:
 
     async def send(self, frame: str) -> None:
         await self._ws.send(frame)
+
+    async def send_many(self, frames: Sequence[str]) -> None:
+        for frame in frames:
+            await self._ws.send(frame)
 
     async def receive(self) -> str | bytes:
         # quart-trio cancels the handler when the client disconnects, so this

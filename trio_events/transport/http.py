@@ -31,7 +31,7 @@ from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.utils import wrap_app
 
 from ..services import Services
-from .websocket import serve_events
+from .websocket import FrameCache, serve_events
 
 __all__ = ["PrefixedStream", "is_events_upgrade", "serve_http"]
 
@@ -125,6 +125,7 @@ async def serve_http(
     state: dict[str, Any] = {}
     lifespan = Lifespan(asgi, hc, state)
     context = WorkerContext(None)
+    frames = FrameCache()  # wire bytes shared by all of this server's streams
     head_timeout = svc.config.server.header_timeout
     max_head = svc.config.server.max_header_bytes
     host, _, port = hc.bind[0].rpartition(":")
@@ -156,7 +157,7 @@ async def serve_http(
             return
         if is_events_upgrade(head):
             try:
-                await serve_events(stream, head, svc, _peer(stream))
+                await serve_events(stream, head, svc, _peer(stream), frames)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 pass
             finally:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Sequence
 from http.cookies import CookieError, SimpleCookie
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -41,12 +42,51 @@ from ..errors import ApiError, RateLimited
 from ..services import Services
 from ..streams import open_stream
 
-__all__ = ["WsprotoTransport", "serve_events"]
+__all__ = ["FrameCache", "WsprotoTransport", "serve_events", "text_frame"]
 
 log = logging.getLogger("trio_events.stream")
 
 RECEIVE_SIZE = 65536
 FRAME_TIMEOUT = 5.0  # seconds a peer gets to take one frame once it is started
+
+
+def text_frame(payload: bytes) -> bytes:
+    """One unmasked, final WebSocket text frame (RFC 6455 section 5.2)."""
+    length = len(payload)
+    if length < 126:
+        header = bytes((0x81, length))
+    elif length < 1 << 16:
+        header = bytes((0x81, 126)) + length.to_bytes(2, "big")
+    else:
+        header = bytes((0x81, 127)) + length.to_bytes(8, "big")
+    return header + payload
+
+
+class FrameCache:
+    """Wire bytes of recently sent frames, shared by every stream of a server.
+
+    The broker hands the *same* ``str`` object to every recipient of an
+    event, so keying by identity finds it; the entry holds the ``str`` so its
+    id cannot be reused while cached.  Bounded: the oldest entries go first.
+    """
+
+    def __init__(self, size: int = 4096) -> None:
+        self._size = size
+        self._frames: dict[int, tuple[str, bytes]] = {}
+        self.hits = 0
+        self.misses = 0
+
+    def wire(self, frame: str) -> bytes:
+        entry = self._frames.get(id(frame))
+        if entry is not None and entry[0] is frame:
+            self.hits += 1
+            return entry[1]
+        self.misses += 1
+        data = text_frame(frame.encode())
+        if len(self._frames) >= self._size:
+            del self._frames[next(iter(self._frames))]
+        self._frames[id(frame)] = (frame, data)
+        return data
 
 
 class WsprotoTransport:
@@ -59,7 +99,14 @@ class WsprotoTransport:
 
     supports_ping = True
 
-    def __init__(self, stream: trio.abc.Stream, ws: WSConnection, max_message: int) -> None:
+    def __init__(
+        self,
+        stream: trio.abc.Stream,
+        ws: WSConnection,
+        max_message: int,
+        cache: FrameCache | None = None,
+    ) -> None:
+        self._cache = cache or FrameCache()
         self._stream = stream
         self._ws = ws
         self._max_message = max_message
@@ -94,9 +141,20 @@ class WsprotoTransport:
                 raise PeerClosed
 
     async def send(self, frame: str) -> None:
+        await self.send_many((frame,))
+
+    async def send_many(self, frames: Sequence[str]) -> None:
+        """Write the frames in one ``send_all``.
+
+        Server frames are not masked and no extension is negotiated, so a
+        frame's bytes are the same for every recipient: they come from the
+        shared :class:`FrameCache`, encoded by the first stream that needs them.
+        """
         if self._ws.state is not ConnectionState.OPEN:
             raise PeerClosed
-        await self._write(self._ws.send(TextMessage(data=frame)))
+        wire = self._cache.wire
+        data = wire(frames[0]) if len(frames) == 1 else b"".join(wire(f) for f in frames)
+        await self._write(data)
 
     async def ping(self) -> None:
         self._ping_payload = os.urandom(4)
@@ -164,7 +222,9 @@ def _reject(ws: WSConnection, error: ApiError) -> bytes:
     ) + ws.send(RejectData(data=body))
 
 
-async def serve_events(stream: trio.abc.Stream, head: bytes, svc: Services, remote: str) -> None:
+async def serve_events(
+    stream: trio.abc.Stream, head: bytes, svc: Services, remote: str, cache: FrameCache
+) -> None:
     """Serve one events connection whose request head (and anything after) is ``head``."""
     ws = WSConnection(ConnectionType.SERVER)
     try:
@@ -200,7 +260,7 @@ async def serve_events(stream: trio.abc.Stream, head: bytes, svc: Services, remo
                 since if since is not None else "-",
                 len(start.replay),
             )
-            transport = WsprotoTransport(stream, ws, svc.config.events.max_client_frame)
+            transport = WsprotoTransport(stream, ws, svc.config.events.max_client_frame, cache)
             verdict = await run_stream(
                 transport, start.subscriber, start.hello, svc.config.events, replay=start.replay
             )
