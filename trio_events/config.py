@@ -141,6 +141,8 @@ class LimitsConfig:
     max_page: int = attrs.field(default=1000, validator=_in_range(1))
     max_avatar_bytes: int = attrs.field(default=1 << 20, validator=_in_range(1))
     max_attachment_bytes: int = attrs.field(default=50 << 20, validator=_in_range(1))
+    max_upload_bytes: int = attrs.field(default=100 << 20, validator=_in_range(1))
+    max_files_per_message: int = attrs.field(default=20, validator=_in_range(1))
     max_name_length: int = attrs.field(default=100, validator=_in_range(1))
 
 

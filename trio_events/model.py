@@ -13,6 +13,7 @@ import attrs
 
 __all__ = [
     "SYSTEM_USER",
+    "Attachment",
     "Avatar",
     "Credential",
     "CredentialKind",
@@ -207,6 +208,19 @@ class RoomState:
 
 
 @attrs.frozen
+class Attachment:
+    attachment_id: int
+    message_id: int
+    room_id: int
+    file_name: str
+    file_size: int
+    file_checksum: str  # SHA-1 hex of the bytes
+    content_hash: str  # SHA-256 hex: where the bytes are stored
+    created_utc: int
+    last_modified_utc: int
+
+
+@attrs.frozen
 class Message:
     message_id: int
     parent_message_id: int
@@ -221,6 +235,7 @@ class Message:
     last_modified_utc: int
     last_edited_utc: int
     read_timestamps: tuple[ReadTimestamp, ...] = ()
+    attachments: tuple[Attachment, ...] = ()
     issue_properties: IssueProperties | None = None
     meeting_properties: MeetingProperties | None = None
 

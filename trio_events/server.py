@@ -109,6 +109,7 @@ async def open_server(config: Config) -> AsyncIterator[RunningServer]:
     """Start the whole server; yield once it accepts connections; stop on exit."""
     async with open_store(config) as store:
         svc = Services.build(config, store)
+        await trio.to_thread.run_sync(svc.attachments.files.prepare)
         password = await ensure_admin(svc)
         if password:
             log.warning(

@@ -19,9 +19,10 @@ import attrs
 from cattrs.gen import make_dict_unstructure_fn, override
 from cattrs.preconf.json import make_converter
 
-from .model import Message, RoomState, User
+from .model import Attachment, Message, RoomState, User
 
 __all__ = [
+    "attachment_json",
     "camel",
     "converter",
     "message_json",
@@ -67,7 +68,7 @@ def message_json(message: Message) -> JsonObject:
         "messageType": str(message.message_type),
         "priority": str(message.priority),
         "commentCount": message.comment_count,
-        "attachments": [],
+        "attachments": [attachment_json(a) for a in message.attachments],
         "readTimestamps": [
             {"userId": read.user_id, "readUtc": read.read_utc} for read in message.read_timestamps
         ],
@@ -83,6 +84,21 @@ def message_json(message: Message) -> JsonObject:
         meeting = message.meeting_properties
         data["meetingProperties"] = {"timeUtc": meeting.time_utc, "duration": meeting.duration}
     return data
+
+
+def attachment_json(attachment: Attachment) -> JsonObject:
+    return {
+        "attachmentId": attachment.attachment_id,
+        "attachmentState": "ReadyForDownloadFromServerToClient",
+        "createdUtc": attachment.created_utc,
+        "lastModifiedUtc": attachment.last_modified_utc,
+        "fileChecksum": attachment.file_checksum,
+        "fileName": attachment.file_name,
+        "fileSize": attachment.file_size,
+        "hasThumbnail": False,
+        "roomId": attachment.room_id,
+        "textMessageId": attachment.message_id,
+    }
 
 
 def room_template(state: RoomState, only: set[int] | None = None) -> JsonObject:

@@ -9,7 +9,7 @@ from quart import Response, g, request
 from quart_trio import QuartTrio
 
 from ..services import Services
-from . import events, health, messages, rooms, session, users
+from . import attachments, events, health, messages, rooms, session, users
 from .common import EXTENSION_KEY
 from .errors import install_error_handlers
 
@@ -22,7 +22,12 @@ def create_app(svc: Services) -> QuartTrio:
     """Build the app around ``svc``; the caller owns the services' lifetimes."""
     app = QuartTrio("trio_events", static_folder=None)
     limits = svc.config.limits
-    app.config["MAX_CONTENT_LENGTH"] = max(limits.max_request_bytes, limits.max_avatar_bytes)
+    # Quart refuses a declared Content-Length above this at once; every route
+    # then enforces its own, smaller limit while the body streams in
+    # (api.common.raw_body, api.attachments), so nothing buffers past it.
+    app.config["MAX_CONTENT_LENGTH"] = max(
+        limits.max_request_bytes, limits.max_avatar_bytes, limits.max_upload_bytes
+    )
     app.config["BODY_TIMEOUT"] = svc.config.server.request_timeout
     app.config["RESPONSE_TIMEOUT"] = svc.config.server.request_timeout
     app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
@@ -32,6 +37,7 @@ def create_app(svc: Services) -> QuartTrio:
         users.blueprint,
         rooms.blueprint,
         messages.blueprint,
+        attachments.blueprint,
         health.blueprint,
         events.blueprint,
     ):

@@ -43,10 +43,14 @@ async def raw_body(limit: int) -> bytes:
     length = request.content_length
     if length is not None and length > limit:
         raise PayloadTooLarge(f"The request body is larger than {limit} bytes")
-    data = await request.get_data(cache=False, as_text=False, parse_form_data=False)
-    if len(data) > limit:
-        raise PayloadTooLarge(f"The request body is larger than {limit} bytes")
-    return data
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.body:  # stop reading as soon as the limit is passed
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"The request body is larger than {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 async def json_body(*, allow_empty: bool = False) -> dict[str, Any]:

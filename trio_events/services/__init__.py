@@ -13,8 +13,10 @@ from ..broker import Broker
 from ..config import Config
 from ..errors import BadRequest, NotFound
 from ..events import EventType
+from ..files import FileStore
 from ..model import now_ms
 from ..store import Store, Tx
+from .attachments import AttachmentService
 from .auth import AuthService, Principal
 from .messages import MessageService
 from .outbox import Outbox
@@ -42,6 +44,7 @@ class Services:
     users: UserService
     rooms: RoomService
     messages: MessageService
+    attachments: AttachmentService
     broker: Broker
     started_at: float = attrs.field(factory=trio.current_time)
 
@@ -73,12 +76,14 @@ class Services:
 
     @classmethod
     def build(cls, config: Config, store: Store) -> Services:
+        files = FileStore(config.data_dir / "files")
         return cls(
             config=config,
             store=store,
             auth=AuthService(store, config.auth),
             users=UserService(store, config.limits),
-            rooms=RoomService(store, config.limits),
-            messages=MessageService(store, config.limits),
+            rooms=RoomService(store, files, config.limits),
+            messages=MessageService(store, files, config.limits),
+            attachments=AttachmentService(store, files, config.limits),
             broker=Broker(store, config.events.send_queue_size),
         )

@@ -79,11 +79,11 @@ def permissions(access: RoomAccess) -> dict[str, bool]:
         "canCreateIssues": writable,
         "canCreateMeetings": writable,
         "canChangePropertiesOfUnrelatedIssues": writable and access.moderates,
-        # attachments arrive with their own issue; until then nobody can send files
-        "canSendFilesIntoRoomInMainThread": False,
-        "canSendFilesIntoRoomInDiscussion": False,
-        "canAttachOrDeleteFilesInOwnMessagesInMainThread": False,
-        "canAttachOrDeleteFilesInOwnMessagesInDiscussion": False,
+        # attachments: to one's own messages (moderators: any), while not archived
+        "canSendFilesIntoRoomInMainThread": writable,
+        "canSendFilesIntoRoomInDiscussion": writable,
+        "canAttachOrDeleteFilesInOwnMessagesInMainThread": writable,
+        "canAttachOrDeleteFilesInOwnMessagesInDiscussion": writable,
         # features this server does not have
         "canReactToMessagesWithEmojiInMainThread": False,
         "canReactToMessagesWithEmojiInDiscussion": False,

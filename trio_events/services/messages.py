@@ -15,9 +15,11 @@ import attrs
 from ..config import LimitsConfig
 from ..errors import BadRequest, NotFound
 from ..events import EventType
+from ..files import FileStore
 from ..model import Message, MessageType, NewMessage, User, now_ms
 from ..store import Store, Tx
 from .access import RoomAccess, room_for
+from .attachments import release_files
 from .message_input import parse_batch, parse_issue, parse_meeting, parse_new_message, parse_patch
 from .outbox import Outbox
 
@@ -49,8 +51,9 @@ def _check_assignees(tx: Tx, new: NewMessage) -> None:
 
 
 class MessageService:
-    def __init__(self, store: Store, limits: LimitsConfig) -> None:
+    def __init__(self, store: Store, files: FileStore, limits: LimitsConfig) -> None:
         self._store = store
+        self._files = files
         self._limits = limits
 
     def parse_paging(self, args: Mapping[str, str]) -> tuple[int | None, int, bool]:
@@ -191,6 +194,7 @@ class MessageService:
             }
             if message.parent_message_id:
                 tx.delete_messages([message_id])
+                release_files(tx, self._files, {a.content_hash for a in message.attachments})
                 tx.add_comment_count(message.parent_message_id, -1, now)
                 out.emit(EventType.TEXT_MESSAGE_DELETED, deleted, room_id)
                 out.messages(
@@ -204,7 +208,10 @@ class MessageService:
             audience = tx.room_audience(access.room)
             tx.add_room_reads(room_id, readers, -1)
             tx.add_message_count(room_id, -1)
-            tx.delete_messages([*tx.comment_ids(message_id), message_id])
+            doomed = [*tx.comment_ids(message_id), message_id]
+            hashes = {a.content_hash for f in tx.attachments_of(doomed).values() for a in f}
+            tx.delete_messages(doomed)
+            release_files(tx, self._files, hashes)
             out.emit(EventType.TEXT_MESSAGE_DELETED, deleted, room_id)
             was_last = last is not None and last.message_id == message_id
             if was_last or not audience <= set(readers):

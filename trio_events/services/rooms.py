@@ -8,11 +8,13 @@ from typing import Any
 from ..config import LimitsConfig
 from ..errors import BadRequest, Forbidden, NotFound
 from ..events import EventType
+from ..files import FileStore
 from ..model import Avatar, Room, RoomType, User, now_ms
 from ..store import Store, Tx
 from ..wire import JsonObject, room_json
 from . import validate as v
 from .access import RoomAccess, can_access, permissions, room_for
+from .attachments import release_files
 from .images import check_image
 from .outbox import Outbox
 
@@ -35,8 +37,9 @@ def _user_ids(body: Mapping[str, Any], name: str) -> list[int]:
 
 
 class RoomService:
-    def __init__(self, store: Store, limits: LimitsConfig) -> None:
+    def __init__(self, store: Store, files: FileStore, limits: LimitsConfig) -> None:
         self._store = store
+        self._files = files
         self._limits = limits
 
     async def list_rooms(self, user: User) -> list[JsonObject]:
@@ -132,7 +135,9 @@ class RoomService:
             out = Outbox(tx, now)
             out.room_deleted(room_id, audience)
             out.acl_room_deleted(room_id, str(access.room.room_type), list(tx.members(room_id)))
+            hashes = tx.room_content_hashes(room_id)
             tx.delete_room(room_id)
+            release_files(tx, self._files, hashes)
 
         await self._store.write(write)
 

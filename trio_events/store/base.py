@@ -20,6 +20,7 @@ import attrs
 
 from ..acl import AclSnapshot
 from ..model import (
+    Attachment,
     Avatar,
     Credential,
     CredentialKind,
@@ -138,6 +139,30 @@ class Tx(Protocol):
     def readers(self, message_id: int) -> list[int]: ...
     def delete_messages(self, message_ids: Sequence[int]) -> None: ...
     def mark_read(self, message_id: int, user_id: int, now: int) -> bool: ...
+
+    # attachments
+    def attachments_of(self, message_ids: Sequence[int]) -> dict[int, list[Attachment]]: ...
+    def get_attachment(self, attachment_id: int) -> Attachment | None: ...
+    def insert_attachment(
+        self,
+        message_id: int,
+        room_id: int,
+        file_name: str,
+        file_size: int,
+        file_checksum: str,
+        content_hash: str,
+        now: int,
+    ) -> int: ...
+    def delete_attachment(self, attachment_id: int) -> None: ...
+    def content_refs(self, content_hashes: Sequence[str]) -> set[str]: ...
+    def room_content_hashes(self, room_id: int) -> set[str]: ...
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` (in the writer thread) once this transaction committed."""
+        ...
+
+    def after_rollback(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` (in the writer thread) if this transaction rolled back."""
+        ...
 
     # the event log
     def append_event(

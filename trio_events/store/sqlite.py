@@ -97,14 +97,18 @@ class SqliteStore:
         conn: sqlite3.Connection, begin: str, fn: Callable[[Tx], T]
     ) -> tuple[T, list[StoredEvent]]:
         conn.execute(begin)
+        tx = SqliteTx(conn)
         try:
-            tx = SqliteTx(conn)
             result = fn(tx)
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
+            for callback in tx.rollback_callbacks:
+                callback()
             raise
+        for callback in tx.committed_callbacks:
+            callback()
         return result, tx.appended
 
     async def read(self, fn: Callable[[Tx], T]) -> T:

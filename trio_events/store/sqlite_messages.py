@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
+import attrs
+
 from ..model import (
+    Attachment,
     IssueProperties,
     IssueStatus,
     IssueType,
@@ -23,6 +26,10 @@ from ..model import (
 
 __all__ = ["MessageQueries"]
 
+_ATTACHMENT_COLUMNS = (
+    "attachment_id, message_id, room_id, file_name, file_size, file_checksum, content_hash,"
+    " created_utc, last_modified_utc"
+)
 _MESSAGE_COLUMNS = (
     "message_id, parent_message_id, user_id, room_id, text, markup_type, message_type,"
     " priority, comment_count, created_utc, last_modified_utc, last_edited_utc,"
@@ -90,6 +97,8 @@ def _stored(row: Sequence[Any]) -> StoredEvent:
 class MessageQueries:
     _conn: sqlite3.Connection
     appended: list[StoredEvent]
+    committed_callbacks: list[Callable[[], None]]
+    rollback_callbacks: list[Callable[[], None]]
 
     def _with_reads(self, rows: list[Sequence[Any]]) -> list[Message]:
         ids = [row[0] for row in rows]
@@ -103,7 +112,76 @@ class MessageQueries:
                 chunk,
             ):
                 reads[message_id].append(ReadTimestamp(user_id=user_id, read_utc=read_utc))
-        return [_message(row, tuple(reads[row[0]])) for row in rows]
+        files = self.attachments_of(ids)
+        return [
+            attrs.evolve(_message(row, tuple(reads[row[0]])), attachments=tuple(files[row[0]]))
+            for row in rows
+        ]
+
+    # attachments
+
+    def attachments_of(self, message_ids: Sequence[int]) -> dict[int, list[Attachment]]:
+        found: dict[int, list[Attachment]] = {message_id: [] for message_id in message_ids}
+        for start in range(0, len(message_ids), 500):
+            chunk = list(message_ids[start : start + 500])
+            marks = ",".join("?" * len(chunk))
+            for row in self._conn.execute(
+                f"SELECT {_ATTACHMENT_COLUMNS} FROM attachments"
+                f" WHERE message_id IN ({marks}) ORDER BY attachment_id",
+                chunk,
+            ):
+                found[row[1]].append(Attachment(*row))
+        return found
+
+    def get_attachment(self, attachment_id: int) -> Attachment | None:
+        row = self._conn.execute(
+            f"SELECT {_ATTACHMENT_COLUMNS} FROM attachments WHERE attachment_id = ?",
+            (attachment_id,),
+        ).fetchone()
+        return Attachment(*row) if row else None
+
+    def insert_attachment(
+        self,
+        message_id: int,
+        room_id: int,
+        file_name: str,
+        file_size: int,
+        file_checksum: str,
+        content_hash: str,
+        now: int,
+    ) -> int:
+        cursor = self._conn.execute(
+            "INSERT INTO attachments (message_id, room_id, file_name, file_size, file_checksum,"
+            " content_hash, created_utc, last_modified_utc) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (message_id, room_id, file_name, file_size, file_checksum, content_hash, now, now),
+        )
+        return int(cursor.lastrowid or 0)
+
+    def delete_attachment(self, attachment_id: int) -> None:
+        self._conn.execute("DELETE FROM attachments WHERE attachment_id = ?", (attachment_id,))
+
+    def room_content_hashes(self, room_id: int) -> set[str]:
+        rows = self._conn.execute(
+            "SELECT DISTINCT content_hash FROM attachments WHERE room_id = ?", (room_id,)
+        )
+        return {row[0] for row in rows}
+
+    def content_refs(self, content_hashes: Sequence[str]) -> set[str]:
+        """Which of ``content_hashes`` some attachment still refers to."""
+        if not content_hashes:
+            return set()
+        marks = ",".join("?" * len(content_hashes))
+        rows = self._conn.execute(
+            f"SELECT DISTINCT content_hash FROM attachments WHERE content_hash IN ({marks})",
+            list(content_hashes),
+        )
+        return {row[0] for row in rows}
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        self.committed_callbacks.append(callback)
+
+    def after_rollback(self, callback: Callable[[], None]) -> None:
+        self.rollback_callbacks.append(callback)
 
     def get_message(self, message_id: int) -> Message | None:
         row = self._conn.execute(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 
 from ..errors import Conflict, NotFound
 from ..model import Avatar, Credential, CredentialKind, StoredEvent, User, UserStatus
@@ -44,6 +45,9 @@ class SqliteTx(RoomQueries, MessageQueries):
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
         self.appended: list[StoredEvent] = []  # events this transaction appended
+        # Run by the store right after COMMIT / ROLLBACK, still under the write lock.
+        self.committed_callbacks: list[Callable[[], None]] = []
+        self.rollback_callbacks: list[Callable[[], None]] = []
 
     # users
 
