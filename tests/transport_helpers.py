@@ -151,7 +151,7 @@ class RawWs:
                 data, self.buffer = self.buffer, b""
             else:
                 try:
-                    data = await self.stream.receive_some()
+                    data = bytes(await self.stream.receive_some())
                 except trio.BrokenResourceError:
                     data = b""
             if not data:
@@ -168,14 +168,16 @@ class RawWs:
         return event
 
     async def text(self) -> str:
-        """The next text message (control frames handled on the way)."""
+        """The next text message, whole (wsproto hands a large one over in parts)."""
+        parts: list[str] = []
         while True:
             event = await self.event()
             assert event is not None, "the connection ended"
             assert not isinstance(event, CloseConnection), f"closed with {event.code}"
             if isinstance(event, TextMessage):
-                assert event.message_finished  # the server never fragments
-                return event.data
+                parts.append(event.data)
+                if event.message_finished:
+                    return "".join(parts)
 
     async def frame(self) -> Json:
         data = json.loads(await self.text())

@@ -17,6 +17,7 @@ fails loudly.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import ssl
 from collections.abc import Awaitable, Callable
@@ -30,8 +31,9 @@ from hypercorn.trio.tcp_server import TCPServer
 from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.utils import wrap_app
 
+from ..errors import ApiError
 from ..services import Services
-from .websocket import FrameCache, serve_events
+from .websocket import FrameCache, error_response, serve_events
 
 __all__ = ["PrefixedStream", "is_events_upgrade", "serve_http"]
 
@@ -153,6 +155,14 @@ async def serve_http(
         except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError):
             head = None
         if head is None:
+            await trio.aclose_forcefully(stream)
+            return
+        end = head.find(b"\r\n\r\n")
+        if end < 0 or end + 4 > max_head:
+            too_big = ApiError(f"The request head is larger than {max_head} bytes")
+            too_big.status = 431
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                await stream.send_all(error_response(too_big))
             await trio.aclose_forcefully(stream)
             return
         if is_events_upgrade(head):

@@ -17,6 +17,7 @@ import json
 import logging
 import os
 from collections.abc import Sequence
+from http import HTTPStatus
 from http.cookies import CookieError, SimpleCookie
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -42,7 +43,7 @@ from ..errors import ApiError, RateLimited
 from ..services import Services
 from ..streams import open_stream
 
-__all__ = ["FrameCache", "WsprotoTransport", "serve_events", "text_frame"]
+__all__ = ["FrameCache", "WsprotoTransport", "error_response", "serve_events", "text_frame"]
 
 log = logging.getLogger("trio_events.stream")
 
@@ -208,15 +209,35 @@ class WsprotoTransport:
             await self._stream.aclose()
 
 
-def _reject(ws: WSConnection, error: ApiError) -> bytes:
+def _error_parts(
+    error: ApiError, extra: list[tuple[bytes, bytes]] | None = None
+) -> tuple[list[tuple[bytes, bytes]], bytes]:
     body = json.dumps({"errorText": error.text, "httpStatusCode": error.status}).encode()
     headers = [
         (b"content-type", b"application/json; charset=utf-8"),
         (b"content-length", str(len(body)).encode()),
         (b"connection", b"close"),
+        *(extra or []),
     ]
     if isinstance(error, RateLimited):
         headers.append((b"retry-after", str(error.retry_after).encode()))
+    return headers, body
+
+
+def error_response(error: ApiError, extra: list[tuple[bytes, bytes]] | None = None) -> bytes:
+    """A complete HTTP/1.1 error response in the contract's format, for a
+    connection that will be closed after it."""
+    headers, body = _error_parts(error, extra)
+    reason = (
+        HTTPStatus(error.status).phrase if error.status in HTTPStatus._value2member_map_ else ""
+    )
+    lines = [f"HTTP/1.1 {error.status} {reason}".encode()]
+    lines += [name + b": " + value for name, value in headers]
+    return b"\r\n".join(lines) + b"\r\n\r\n" + body
+
+
+def _reject(ws: WSConnection, error: ApiError) -> bytes:
+    headers, body = _error_parts(error)
     return ws.send(
         RejectConnection(status_code=error.status, headers=headers, has_body=True)
     ) + ws.send(RejectData(data=body))
@@ -233,7 +254,11 @@ async def serve_events(
     except RemoteProtocolError as exc:
         hint = exc.event_hint
         if isinstance(hint, RejectConnection):
-            await stream.send_all(ws.send(hint))
+            # wsproto's answer (its status and Sec-WebSocket-Version), with our body
+            error = ApiError(f"Invalid WebSocket handshake: {exc}")
+            error.status = hint.status_code
+            extra = [(n, v) for n, v in hint.headers if n.lower() != b"content-length"]
+            await stream.send_all(error_response(error, extra))
         return
     if not isinstance(request, Request):
         return
