@@ -51,8 +51,11 @@ class Replay:
 
 
 def parse_since(raw: str | None, latest: int) -> int | None:
-    """The ``since`` query value, checked: a 400 for anything but 0..latest."""
-    if raw is None or raw == "":
+    """The ``since`` query value, checked: a 400 for anything but 0..latest.
+
+    ``None`` (no ``since`` at all) means "do not resume"; an empty value is
+    an error like any other that is not an event id."""
+    if raw is None:
         return None
     if not (raw.isascii() and raw.isdigit()) or len(raw) > 19:
         raise BadRequest("Query parameter 'since' must be a non-negative event id")

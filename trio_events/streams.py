@@ -121,8 +121,8 @@ async def open_stream(
     meanwhile queue up live and come right after the replayed ones.
     """
     broker = svc.broker
+    principal = await authorize_stream(svc, headers, cookies)  # 401 before anything else
     since = parse_since(raw_since, broker.last_event_id)
-    principal = await authorize_stream(svc, headers, cookies)
     credential = principal.credential.credential_id
     with broker.subscribe(principal.user_id, credential, with_acl=since is not None) as sub:
         frames: list[str] = []

@@ -372,5 +372,9 @@ class MessageQueries:
         return cursor.rowcount
 
     def latest_event_id(self) -> int:
-        (latest,) = self._conn.execute("SELECT coalesce(max(event_id), 0) FROM events").fetchone()
+        # The newest id ever committed, even if retention has trimmed it away.
+        (latest,) = self._conn.execute(
+            "SELECT max(coalesce((SELECT max(event_id) FROM events), 0),"
+            " (SELECT value FROM log_meta WHERE name = 'trimmed_through'))"
+        ).fetchone()
         return int(latest)

@@ -138,7 +138,7 @@ class RoomQueries:
 
     def acl_snapshot(self) -> AclSnapshot:
         """The whole access table, valid at the newest event id (same transaction)."""
-        (event_id,) = self._conn.execute("SELECT coalesce(max(event_id), 0) FROM events").fetchone()
+        event_id = self.latest_event_id()  # type: ignore[attr-defined]  # from MessageQueries
         users = {
             user_id: (bool(is_admin), status == "Active")
             for user_id, is_admin, status in self._conn.execute(

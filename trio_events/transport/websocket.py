@@ -273,7 +273,7 @@ async def serve_events(
         cookies = {name: morsel.value for name, morsel in jar.items()}
     except CookieError:
         pass
-    since = parse_qs(urlsplit(request.target).query).get("since", [None])[0]
+    since = parse_qs(urlsplit(request.target).query, keep_blank_values=True).get("since", [None])[0]
     try:
         async with open_stream(svc, headers, cookies, since) as start:
             await stream.send_all(ws.send(AcceptConnection()))

@@ -1,0 +1,165 @@
+"""Helpers for the resume, catch-up and retention tests.
+
+:func:`open_resume` opens ``/api/v1/events?since=N`` with trio-websocket and
+reads the Hello; :func:`replayed` reads the frames Hello announced as replayed.
+:func:`oracle` is the independent expectation: it runs an access table
+*forwards* from an empty one over the whole (untrimmed) log and keeps what the
+user could see at each commit, so it never uses ``AclStore.unapply``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import AsyncIterator, Sequence
+from functools import partial
+from urllib.parse import urlsplit
+
+import trio
+from trio_websocket import (
+    ConnectionRejected,
+    WebSocketConnection,
+    open_websocket_url,
+    wrap_client_stream,
+)
+
+import trio_events
+from trio_events.acl import AclStore, recipients
+from trio_events.events import encode_for, is_internal
+from trio_events.model import StoredEvent
+from trio_events.store import Store, Tx
+
+from .stream_helpers import Json, Stream, events_url
+
+Headers = Sequence[tuple[str, str]]
+
+
+def _encoded(headers: Headers) -> list[tuple[bytes, bytes]]:
+    return [(name.encode(), value.encode()) for name, value in headers]
+
+
+@contextlib.asynccontextmanager
+async def open_resume(
+    server: trio_events.RunningServer, headers: Headers, since: int | str | None
+) -> AsyncIterator[Stream]:
+    """Open the events stream with ``?since=`` and read its Hello (see stream_helpers)."""
+    url = events_url(server) if since is None else f"{events_url(server)}?since={since}"
+    connection: WebSocketConnection | None = None
+    try:
+        async with open_websocket_url(
+            url, extra_headers=_encoded(headers), message_queue_size=1, max_message_size=16 << 20
+        ) as ws:
+            connection = ws
+            message = await ws.get_message()
+            assert isinstance(message, str)
+            hello = json.loads(message)
+            assert hello["type"] == "Hello", hello
+            assert set(hello) == {"type", "data"}, hello
+            yield Stream(ws, hello["data"], 0)
+    finally:
+        if connection is not None:
+            await connection._stream.aclose()
+
+
+async def raw(stream: Stream) -> Json:
+    """The next frame as it is, without the checks of ``Stream.frame``."""
+    message = await stream.ws.get_message()
+    assert isinstance(message, str)
+    frame = json.loads(message)
+    assert isinstance(frame, dict)
+    return frame
+
+
+async def replayed(stream: Stream) -> list[Json]:
+    """The frames Hello announced as replayed, each at most Hello's eventId."""
+    frames = [await stream.frame() for _ in range(int(stream.hello["replayed"]))]
+    assert all(f["eventId"] <= stream.hello["eventId"] for f in frames), frames
+    return frames
+
+
+async def rejection_since(
+    server: trio_events.RunningServer, headers: Headers, query: str
+) -> ConnectionRejected:
+    """The refusal of ``/api/v1/events?<query>`` (fails if the upgrade is accepted)."""
+    parts = urlsplit(server.url)
+    assert parts.hostname is not None
+    stream = await trio.open_tcp_stream(parts.hostname, server.port)
+    rejected: list[ConnectionRejected] = []
+    try:
+        async with trio.open_nursery() as nursery:
+            await wrap_client_stream(
+                nursery,
+                stream,
+                parts.netloc,
+                f"/api/v1/events?{query}",
+                extra_headers=_encoded(headers),
+            )
+            nursery.cancel_scope.cancel()
+    except* ConnectionRejected as group:
+        rejected.extend(e for e in group.exceptions if isinstance(e, ConnectionRejected))
+    finally:
+        await stream.aclose()
+    assert len(rejected) == 1, f"the handshake with ?{query} was accepted"
+    return rejected[0]
+
+
+def rejected_json(rejected: ConnectionRejected, status: int) -> Json:
+    assert rejected.status_code == status, (rejected.status_code, rejected.body)
+    assert rejected.body is not None
+    body = json.loads(rejected.body)
+    assert isinstance(body, dict)
+    assert body["httpStatusCode"] == status
+    assert isinstance(body["errorText"], str)
+    assert body["errorText"]
+    return body
+
+
+def _after(event_id: int, tx: Tx) -> list[StoredEvent]:
+    return tx.events_after(event_id, 1000)
+
+
+async def whole_log(store: Store) -> list[StoredEvent]:
+    events: list[StoredEvent] = []
+    while True:
+        after = events[-1].event_id if events else 0
+        batch = await store.read(partial(_after, after))
+        if not batch:
+            return events
+        events.extend(batch)
+
+
+async def oracle(store: Store, user_id: int, since: int, until: int) -> list[Json]:
+    """What ``user_id`` should get for (since, until], the table run forwards from 0."""
+    acl = AclStore()
+    frames: list[Json] = []
+    for event in await whole_log(store):
+        if event.event_id > until:
+            break
+        acl.apply(event)
+        if event.event_id <= since or is_internal(event.event_type):
+            continue
+        if recipients(event, acl, (user_id,)):
+            frames.append(json.loads(encode_for(event, user_id)))
+    return frames
+
+
+def kinds(frames: Sequence[Json]) -> list[tuple[str, int | None]]:
+    """(type, message ids or room id) of each frame, for readable assertions."""
+    out: list[tuple[str, int | None]] = []
+    for frame in frames:
+        data = frame["data"]
+        if "messages" in data:
+            out.extend((frame["type"], m["messageId"]) for m in data["messages"])
+        elif "room" in data:
+            out.append((frame["type"], data["room"]["roomId"]))
+        else:
+            out.append((frame["type"], data.get("roomId", data.get("messageId"))))
+    return out
+
+
+async def latest_id(server: trio_events.RunningServer) -> int:
+    return await server.services.store.read(lambda tx: tx.latest_event_id())
+
+
+async def trimmed_through(store: Store) -> int:
+    return await store.read(lambda tx: tx.trimmed_through())

@@ -1,0 +1,143 @@
+"""Catch-up over plain HTTP: ``GET /api/v1/events?since=&limit=`` (API.md 8).
+
+The same filtering as a resumed stream (compared frame for frame), pages
+capped by ``limits.max_page``, paging on ``eventId`` without gap or duplicate,
+ResyncRequired when too old, and the errors: 400 and 401.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import attrs
+import httpx
+import trio
+
+import trio_events
+from trio_events.retention import trim_once
+
+from .helpers import TEST_TIMEOUT, assert_error, serving
+from .rest_helpers import Actor, admin_actor, body_of, create_room, post, user_actors
+from .resume_helpers import latest_id, open_resume, oracle, replayed, trimmed_through
+from .stream_helpers import Json, stream_config, wait_routed, wait_subscribers
+
+
+async def catch_up(client: httpx.AsyncClient, actor: Actor, **params: Any) -> Json:
+    body = body_of(await client.get("/api/v1/events", params=params, headers=actor.headers))
+    assert set(body) == {"events", "eventId", "httpStatusCode"}, body
+    return body
+
+
+async def setup(
+    client: httpx.AsyncClient, server: trio_events.RunningServer
+) -> tuple[Actor, Actor, int, int]:
+    admin = await admin_actor(client)
+    (alice,) = await user_actors(client, server, "alice")
+    lobby = await create_room(client, admin, "lobby", "Public")
+    team = await create_room(client, admin, "team", "Private", [alice])
+    secret = await create_room(client, admin, "secret", "Private")
+    mid = await latest_id(server)
+    for i in range(6):
+        await post(client, admin, (lobby, team, secret)[i % 3], f"m{i}")
+    path = f"/api/v1/rooms/{team}/members/{alice.user_id}"
+    body_of(await client.delete(path, headers=admin.headers))
+    await post(client, admin, team, "alice is out")
+    await post(client, admin, lobby, "last")
+    return admin, alice, lobby, mid
+
+
+async def test_same_as_a_resumed_stream(tmp_path: Path) -> None:
+    with trio.fail_after(TEST_TIMEOUT):
+        async with serving(stream_config(tmp_path)) as (server, client):
+            admin, alice, _, mid = await setup(client, server)
+            newest = await wait_routed(server.services)
+            for actor in (alice, admin):
+                for since in (0, mid, newest - 3, newest):
+                    body = await catch_up(client, actor, since=since)
+                    assert body["eventId"] == newest
+                    async with open_resume(server, list(actor.headers.items()), since) as stream:
+                        assert stream.hello["resumed"] is True
+                        assert body["events"] == await replayed(stream), (actor, since)
+                    expected = await oracle(server.services.store, actor.user_id, since, newest)
+                    assert body["events"] == expected
+            no_since = await catch_up(client, alice)
+            assert no_since["events"] == []
+            assert no_since["eventId"] == newest
+            await wait_subscribers(server, 0)
+
+
+async def test_limit_caps_and_paging(tmp_path: Path) -> None:
+    with trio.fail_after(TEST_TIMEOUT):
+        config = stream_config(tmp_path, limits={"max_page": 7})
+        async with serving(config) as (server, client):
+            admin, alice, lobby, _ = await setup(client, server)
+            for i in range(10):
+                await post(client, admin, lobby, f"more {i}")
+            newest = await wait_routed(server.services)
+            everything = await oracle(server.services.store, alice.user_id, 0, newest)
+            assert len(everything) > 14
+            assert len((await catch_up(client, alice, since=0))["events"]) == 7
+            assert len((await catch_up(client, alice, since=0, limit=3))["events"]) == 3
+            assert len((await catch_up(client, alice, since=0, limit=1000))["events"]) == 7
+            for limit in (1, 4, 7):
+                since, pages = 0, []
+                while since != newest:
+                    body = await catch_up(client, alice, since=since, limit=limit)
+                    assert len(body["events"]) <= limit
+                    assert body["eventId"] > since or not body["events"]
+                    pages.extend(body["events"])
+                    since = body["eventId"]
+                assert pages == everything, limit
+            last = await catch_up(client, alice, since=newest)
+            assert last == {"events": [], "eventId": newest, "httpStatusCode": 200}
+
+
+async def test_resync_required_when_too_old(tmp_path: Path) -> None:
+    with trio.fail_after(TEST_TIMEOUT):
+        config = stream_config(tmp_path)
+        async with serving(config) as (server, client):
+            _, alice, _, mid = await setup(client, server)
+            newest = await wait_routed(server.services)
+            events = attrs.evolve(config.events, retention_events=4)
+            await trim_once(server.services.store, events)
+            trimmed = await trimmed_through(server.services.store)
+            assert trimmed == newest - 4
+            for since in (0, mid, trimmed - 1):
+                body = await catch_up(client, alice, since=since)
+                assert body == {
+                    "events": [{"type": "ResyncRequired", "data": {"oldestEventId": trimmed + 1}}],
+                    "eventId": newest,
+                    "httpStatusCode": 200,
+                }
+            body = await catch_up(client, alice, since=trimmed)
+            assert body["eventId"] == newest
+            assert all(e["type"] != "ResyncRequired" for e in body["events"])
+
+
+async def test_errors(tmp_path: Path) -> None:
+    with trio.fail_after(TEST_TIMEOUT):
+        async with serving(stream_config(tmp_path)) as (server, client):
+            _, alice, _, _ = await setup(client, server)
+            newest = await wait_routed(server.services)
+            bad: list[dict[str, Any]] = [
+                {"since": "abc"},
+                {"since": "-1"},
+                {"since": "1.5"},
+                {"since": newest + 1},
+                {"since": 0, "limit": 0},
+                {"since": 0, "limit": -3},
+                {"since": 0, "limit": "ten"},
+                {"since": 0, "limit": "1e3"},
+                {"since": 0, "lmit": 5},
+                {"after": 0},
+            ]
+            for params in bad:
+                response = await client.get("/api/v1/events", params=params, headers=alice.headers)
+                assert_error(response, 400)
+            for params in ({}, {"since": 0}, {"since": "abc"}, {"bogus": 1}):
+                response = await client.get("/api/v1/events", params=params)
+                assert_error(response, 401)
+            bad_token = {"Authorization": "Bearer nope"}
+            response = await client.get("/api/v1/events", params={"since": 0}, headers=bad_token)
+            assert_error(response, 401)

@@ -1,0 +1,309 @@
+"""Resume with ``?since=N`` over the real server (API.md 8, Resume).
+
+Each resumed stream must replay exactly what the user may see in (N, Hello],
+judged at each commit (compared with :func:`tests.resume_helpers.oracle`, which
+runs the access table forwards), then carry on live with no gap and no
+duplicate; ids older than the retained log or too many missed events answer
+ResyncRequired; malformed ``since`` is refused with 400 before the upgrade.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import attrs
+import httpx
+import pytest
+import trio
+
+import trio_events
+from trio_events.retention import trim_once
+
+from .helpers import TEST_TIMEOUT, serving
+from .rest_helpers import Actor, admin_actor, create_room, post, post_batch, user_actors
+from .resume_helpers import (
+    latest_id,
+    open_resume,
+    oracle,
+    raw,
+    rejected_json,
+    rejection_since,
+    replayed,
+    trimmed_through,
+)
+from .stream_helpers import CREATED, Json, stream_config, wait_routed, wait_subscribers
+
+
+@attrs.frozen
+class Scene:
+    admin: Actor
+    alice: Actor
+    bob: Actor
+    lobby: int
+    team: int  # Private: admin and alice
+    secret: int  # Private: admin only
+    mid: int  # an event id in the middle of the log
+
+
+async def scene(client: httpx.AsyncClient, server: trio_events.RunningServer) -> Scene:
+    admin = await admin_actor(client)
+    alice, bob = await user_actors(client, server, "alice", "bob")
+    lobby = await create_room(client, admin, "lobby", "Public")
+    team = await create_room(client, admin, "team", "Private", [alice])
+    secret = await create_room(client, admin, "secret", "Private")
+    await post(client, admin, lobby, "before")
+    mid = await latest_id(server)
+    for room in (lobby, team, secret, lobby):
+        await post(client, admin, room, f"after {room}")
+    await post(client, alice, team, "alice in team")
+    await wait_routed(server.services)
+    return Scene(admin, alice, bob, lobby, team, secret, mid)
+
+
+def headers(actor: Actor) -> list[tuple[str, str]]:
+    return list(actor.headers.items())
+
+
+@pytest.mark.parametrize("where", ["mid", "newest", "zero"])
+async def test_resume_replays_what_the_user_may_see(tmp_path: Path, where: str) -> None:
+    with trio.fail_after(TEST_TIMEOUT):
+        async with serving(stream_config(tmp_path)) as (server, client):
+            s = await scene(client, server)
+            newest = await latest_id(server)
+            for user in (s.alice, s.bob, s.admin):
+                since = {"mid": s.mid, "newest": newest, "zero": 0}[where]
+                async with open_resume(server, headers(user), since) as stream:
+                    assert stream.hello["resumed"] is True
+                    assert stream.hello["eventId"] == newest
+                    got = await replayed(stream)
+                    expected = await oracle(server.services.store, user.user_id, since, newest)
+                    assert got == expected, (where, user)
+                    if where == "newest":
+                        assert stream.hello["replayed"] == 0
+                    else:
+                        assert got, "something was missed"
+                    rooms_seen = {m["roomId"] for f in got for m in f["data"].get("messages", [])}
+                    if user is s.bob:
+                        assert rooms_seen <= {s.lobby}
+                    if user is s.alice:
+                        assert s.secret not in rooms_seen
+                    live = await post(client, s.admin, s.lobby, "live")
+                    frame = await stream.frame()
+                    assert frame["type"] == CREATED
+                    assert frame["eventId"] > newest
+                    assert frame["data"]["messages"][0]["messageId"] == live
+                    newest = await wait_routed(server.services)
+            await wait_subscribers(server, 0)
+
+
+async def test_resume_older_than_retention(tmp_path: Path) -> None:
+    with trio.fail_after(TEST_TIMEOUT):
+        config = stream_config(tmp_path)
+        async with serving(config) as (server, client):
+            s = await scene(client, server)
+            store = server.services.store
+            newest = await latest_id(server)
+            tail = await oracle(store, s.alice.user_id, newest - 3, newest)
+            events = attrs.evolve(config.events, retention_events=3)
+            assert await trim_once(store, events) > 0
+            trimmed = await trimmed_through(store)
+            assert trimmed == newest - 3
+            for since in (0, s.mid, trimmed - 1):
+                async with open_resume(server, headers(s.alice), since) as stream:
+                    assert stream.hello["resumed"] is False
+                    assert stream.hello["replayed"] == 0
+                    assert await raw(stream) == {
+                        "type": "ResyncRequired",
+                        "data": {"oldestEventId": trimmed + 1},
+                    }
+                    live = await post(client, s.admin, s.lobby, "after resync")
+                    frame = await stream.frame()
+                    assert frame["eventId"] > stream.hello["eventId"]
+                    assert frame["data"]["messages"][0]["messageId"] == live
+            # exactly at the trimmed boundary nothing is lost: a real resume
+            async with open_resume(server, headers(s.alice), trimmed) as stream:
+                assert stream.hello["resumed"] is True
+                got = await replayed(stream)
+                assert got[: len(tail)] == tail
+                assert all(f["eventId"] > newest for f in got[len(tail) :])
+            await wait_subscribers(server, 0)
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [("future", "in the future"), ("-1", "negative"), ("abc", "not a number"), ("", "empty")],
+)
+async def test_bad_since_is_refused_before_upgrade(tmp_path: Path, value: str, reason: str) -> None:
+    with trio.fail_after(TEST_TIMEOUT):
+        async with serving(stream_config(tmp_path)) as (server, client):
+            s = await scene(client, server)
+            query = f"since={await latest_id(server) + 1 if value == 'future' else value}"
+            body = rejected_json(await rejection_since(server, headers(s.alice), query), 400)
+            assert "since" in body["errorText"], (reason, body)
+            await wait_subscribers(server, 0)
+
+
+async def test_bad_since_without_credentials_is_401(tmp_path: Path) -> None:
+    """Credentials are checked first (API.md 8): an anonymous client learns nothing,
+    not even the newest event id that a 'since in the future' error would reveal."""
+    with trio.fail_after(TEST_TIMEOUT):
+        async with serving(stream_config(tmp_path)) as (server, client):
+            await scene(client, server)
+            for query in ("since=abc", f"since={await latest_id(server) + 5}"):
+                rejected_json(await rejection_since(server, [], query), 401)
+
+
+async def test_more_than_max_replay_asks_for_resync(tmp_path: Path) -> None:
+    with trio.fail_after(TEST_TIMEOUT):
+        config = stream_config(tmp_path, events={"max_replay": 5})
+        async with serving(config) as (server, client):
+            s = await scene(client, server)
+            mark = await latest_id(server)
+            for i in range(3):  # 6 frames for alice: over the limit
+                await post(client, s.admin, s.lobby, f"m{i}")
+            await wait_routed(server.services)
+            async with open_resume(server, headers(s.alice), mark) as stream:
+                assert stream.hello["resumed"] is False
+                assert await raw(stream) == {
+                    "type": "ResyncRequired",
+                    "data": {"oldestEventId": await trimmed_through(server.services.store) + 1},
+                }
+            # two messages (4 frames) fit
+            mark = await wait_routed(server.services)
+            await post(client, s.admin, s.lobby, "n1")
+            await post(client, s.admin, s.lobby, "n2")
+            newest = await wait_routed(server.services)
+            async with open_resume(server, headers(s.alice), mark) as stream:
+                assert stream.hello["resumed"] is True
+                assert stream.hello["replayed"] == 4
+                expected = await oracle(server.services.store, s.alice.user_id, mark, newest)
+                assert await replayed(stream) == expected
+            await wait_subscribers(server, 0)
+
+
+async def test_resume_races_with_concurrent_posts(tmp_path: Path) -> None:
+    """Subscribe-then-replay: every message exactly once, in order, no gap."""
+    with trio.fail_after(TEST_TIMEOUT):
+        async with serving(stream_config(tmp_path)) as (server, client):
+            s = await scene(client, server)
+            mark = await latest_id(server)
+            first_new: list[int] = []
+            for batch in range(100):
+                ids = await post_batch(
+                    client, s.admin, s.lobby, [f"b{batch}.{i}" for i in range(5)]
+                )
+                first_new.extend(ids)
+            await wait_routed(server.services)
+            done = trio.Event()
+            received: list[Json] = []
+
+            async def poster() -> None:
+                for i in range(60):
+                    await post(client, s.alice, s.lobby, f"live {i}")
+                done.set()
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(poster)
+                async with open_resume(server, headers(s.bob), mark) as stream:
+                    hello = stream.hello
+                    assert hello["resumed"] is True
+                    while not done.is_set() or stream.last_event_id < await latest_id(server):
+                        received.append(await stream.frame())
+            ids = [f["eventId"] for f in received]
+            assert ids == sorted(set(ids))
+            replay_count = sum(1 for i in ids if i <= hello["eventId"])
+            assert replay_count >= 200, "the batches posted beforehand were replayed"
+            assert len(ids) > replay_count, "some posts arrived live, during the resume"
+            assert hello["replayed"] == replay_count
+            assert all(i > hello["eventId"] for i in ids[replay_count:])
+            got = [
+                m["messageId"]
+                for f in received
+                if f["type"] == CREATED
+                for m in f["data"]["messages"]
+            ]
+            assert len(got) == len(set(got)), "a message was delivered twice"
+            in_db = await server.services.store.read(
+                lambda tx: tx.page_messages(s.lobby, 0, None, 100_000, False)
+            )
+            assert got == [m.message_id for m in in_db if m.message_id >= first_new[0]]
+            await wait_subscribers(server, 0)
+
+
+async def test_resume_across_restart(tmp_path: Path) -> None:
+    with trio.fail_after(TEST_TIMEOUT):
+        config = stream_config(tmp_path)
+        async with serving(config) as (server, client):
+            s = await scene(client, server)
+            async with open_resume(server, headers(s.alice), None) as stream:
+                await post(client, s.admin, s.team, "seen")
+                seen = (await stream.frame())["eventId"]
+            before_shutdown = await post(client, s.admin, s.team, "just before shutdown")
+            await wait_subscribers(server, 0)
+        async with serving(config) as (server, client):
+            admin = await server.services.users.find_user("admin")
+            (while_away,) = await server.services.messages.post(
+                admin, s.team, {"content": "while away"}
+            )
+            newest = await wait_routed(server.services)
+            async with open_resume(server, headers(s.alice), seen) as stream:
+                assert stream.hello["resumed"] is True
+                assert stream.hello["eventId"] == newest
+                got = await replayed(stream)
+                assert got == await oracle(server.services.store, s.alice.user_id, seen, newest)
+                assert [m["messageId"] for f in got for m in f["data"].get("messages", [])] == [
+                    before_shutdown,
+                    while_away,
+                ]
+            await wait_subscribers(server, 0)
+
+
+async def test_resume_from_hello_after_two_restarts(tmp_path: Path) -> None:
+    with trio.fail_after(TEST_TIMEOUT):
+        config = stream_config(tmp_path)
+        posted: list[int] = []
+        async with serving(config) as (server, client):
+            s = await scene(client, server)
+            async with open_resume(server, headers(s.bob), None) as stream:
+                hello_id = int(stream.hello["eventId"])
+            posted.append(await post(client, s.admin, s.lobby, "first run"))
+        for run in ("second run", "third run"):
+            async with serving(config) as (server, client):
+                posted.append(await post(client, s.alice, s.lobby, run))
+                newest = await wait_routed(server.services)
+        async with serving(config) as (server, client):
+            async with open_resume(server, headers(s.bob), hello_id) as stream:
+                assert stream.hello["resumed"] is True
+                got = await replayed(stream)
+                assert got == await oracle(server.services.store, s.bob.user_id, hello_id, newest)
+                assert [
+                    m["messageId"] for f in got for m in f["data"].get("messages", [])
+                ] == posted
+            await wait_subscribers(server, 0)
+
+
+async def test_resume_after_everything_expired_and_restart(tmp_path: Path) -> None:
+    """Age may trim the whole log; a client up to date must still resume, and the
+    event ids it sees must never go down (API.md 8: never a decrease)."""
+    with trio.fail_after(TEST_TIMEOUT):
+        config = stream_config(tmp_path)
+        async with serving(config) as (server, client):
+            s = await scene(client, server)
+            seen = await wait_routed(server.services)
+            far_future = 10**15
+            assert await trim_once(server.services.store, config.events, now=far_future) == seen
+            assert await trimmed_through(server.services.store) == seen
+        async with serving(config) as (server, client):
+            status = await client.get(
+                "/api/v1/events", params={"since": seen}, headers=s.alice.headers
+            )
+            assert status.status_code == 200, f"catch-up from {seen}: {status.text}"
+            async with open_resume(server, headers(s.alice), seen) as stream:
+                assert stream.hello["eventId"] >= seen
+                assert stream.hello["resumed"] is True
+                assert stream.hello["replayed"] == 0
+                live = await post(client, s.admin, s.lobby, "after restart")
+                frame = await stream.frame()
+                assert frame["eventId"] > seen
+                assert frame["data"]["messages"][0]["messageId"] == live
+            await wait_subscribers(server, 0)
