@@ -169,6 +169,10 @@ class Broker:
             for subscriber in list(streams):
                 subscriber.end(code, reason)
 
+    def queue_depths(self) -> list[int]:
+        """Frames waiting in each open stream's queue (for metrics)."""
+        return [s.queued for streams in self._by_user.values() for s in streams]
+
     def statistics(self) -> BrokerStatistics:
         return BrokerStatistics(
             subscribers=sum(len(s) for s in self._by_user.values()),

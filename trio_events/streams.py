@@ -140,5 +140,6 @@ async def open_stream(
                 frames = [resync_frame(oldest)]
             else:
                 frames, resumed = replay.frames, True
+            svc.metrics.resumes.labels("resumed" if resumed else "resync_required").inc()
         hello = hello_frame(svc, principal, sub, resumed, len(frames) if resumed else 0)
         yield StreamStart(principal=principal, subscriber=sub, hello=hello, replay=frames)

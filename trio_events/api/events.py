@@ -113,4 +113,5 @@ async def events() -> None:
             svc.config.events,
             replay=start.replay,
         )
+        svc.metrics.stream_closed(verdict.code, verdict.reason)
         log.info("stream closed user=%s code=%s", user_id, verdict.code or "client")

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import ipaddress
+
 import trio
-from quart import Blueprint, Response
+from quart import Blueprint, Response, request
 
 from .. import __version__
+from ..errors import Forbidden
+from ..metrics import CONTENT_TYPE
 from .common import authenticate, json_response, ok, services
 
 __all__ = ["blueprint"]
@@ -28,6 +32,25 @@ async def readyz() -> Response:
             return json_response({"errorText": f"storage unavailable: {type(exc).__name__}"}, 503)
         return ok(status="ready", storage="ok")
     return json_response({"errorText": "storage did not answer in time"}, 503)
+
+
+@blueprint.get("/metrics")
+async def metrics() -> Response:
+    """Prometheus exposition: from loopback freely, from elsewhere for admins
+    (e.g. a scraper with an admin's bearer token)."""
+    if not _is_loopback(request.remote_addr):
+        principal = await authenticate()
+        if not principal.user.is_admin:
+            raise Forbidden("Metrics are for administrators")
+    body = services().metrics.exposition()
+    return Response(body, status=200, content_type=CONTENT_TYPE)
+
+
+def _is_loopback(address: str | None) -> bool:
+    try:
+        return address is not None and ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
 
 
 @blueprint.get("/api/v1/server-health")

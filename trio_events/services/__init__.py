@@ -14,6 +14,7 @@ from ..config import Config
 from ..errors import BadRequest, NotFound
 from ..events import EventType
 from ..files import FileStore
+from ..metrics import Metrics
 from ..model import now_ms
 from ..store import Store, Tx
 from .attachments import AttachmentService
@@ -46,6 +47,7 @@ class Services:
     messages: MessageService
     attachments: AttachmentService
     broker: Broker
+    metrics: Metrics
     started_at: float = attrs.field(factory=trio.current_time)
 
     async def publish(
@@ -77,6 +79,10 @@ class Services:
     @classmethod
     def build(cls, config: Config, store: Store) -> Services:
         files = FileStore(config.data_dir / "files")
+        broker = Broker(store, config.events.send_queue_size)
+        metrics = Metrics(broker, store)
+        store.observe = metrics.store_observer()
+        store.add_commit_listener(lambda events: metrics.committed(len(events)))
         return cls(
             config=config,
             store=store,
@@ -85,5 +91,6 @@ class Services:
             rooms=RoomService(store, files, config.limits),
             messages=MessageService(store, files, config.limits),
             attachments=AttachmentService(store, files, config.limits),
-            broker=Broker(store, config.events.send_queue_size),
+            broker=broker,
+            metrics=metrics,
         )

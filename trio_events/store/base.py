@@ -207,3 +207,6 @@ class Store(Protocol):
     def remove_commit_listener(self, listener: CommitListener) -> None: ...
 
     def statistics(self) -> StoreStatistics: ...
+
+    observe: Callable[[str, float], None] | None
+    """Called with ("read" | "write", seconds) after each store call, if set."""

@@ -91,6 +91,7 @@ class SqliteStore:
         self._writes = 0
         self._failed_writes = 0
         self._listeners: list[CommitListener] = []
+        self.observe: Callable[[str, float], None] | None = None  # timing hook (metrics)
 
     @staticmethod
     def _run(
@@ -112,6 +113,7 @@ class SqliteStore:
         return result, tx.appended
 
     async def read(self, fn: Callable[[Tx], T]) -> T:
+        started = trio.current_time()
         try:
             with trio.fail_after(self._busy_timeout):
                 await self._read_slots.acquire()
@@ -124,6 +126,8 @@ class SqliteStore:
                 result, _ = await trio.to_thread.run_sync(
                     self._run, conn, "BEGIN", fn, limiter=self._threads
                 )
+                if self.observe is not None:
+                    self.observe("read", trio.current_time() - started)
                 return result
             finally:
                 self._readers.append(conn)
@@ -131,6 +135,7 @@ class SqliteStore:
             self._read_slots.release()
 
     async def write(self, fn: Callable[[Tx], T]) -> T:
+        started = trio.current_time()
         try:
             with trio.fail_after(self._busy_timeout):
                 await self._write_lock.acquire()
@@ -141,6 +146,8 @@ class SqliteStore:
             result, appended = await trio.to_thread.run_sync(
                 self._run, self._writer, "BEGIN IMMEDIATE", fn, limiter=self._threads
             )
+            if self.observe is not None:
+                self.observe("write", trio.current_time() - started)
             # Still under the write lock: listeners see commits in commit order.
             if appended:
                 for listener in self._listeners:

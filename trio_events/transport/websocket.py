@@ -289,6 +289,7 @@ async def serve_events(
             verdict = await run_stream(
                 transport, start.subscriber, start.hello, svc.config.events, replay=start.replay
             )
+            svc.metrics.stream_closed(verdict.code, verdict.reason)
             log.info(
                 "stream closed user=%s code=%s reason=%s",
                 user_id,

@@ -1,0 +1,132 @@
+"""Prometheus metrics, in a registry of this server's own (never the global one).
+
+Counters on the request path cost an increment; everything the broker and
+the store already count is read from their ``statistics()`` at scrape time,
+so the hot path of the stream pays nothing for being observed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+from .broker import Broker
+from .store import Store
+
+__all__ = ["CONTENT_TYPE", "Metrics"]
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+CLOSE_REASONS = {
+    1000: "normal",
+    1001: "shutdown",
+    1008: "rate_limit",
+    1009: "frame_too_big",
+    1011: "internal_error",
+    4001: "session_ended",
+    4008: "slow_consumer",
+}
+QUEUE_BUCKETS = (0, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000)
+
+
+class _BrokerCollector(Collector):
+    def __init__(self, broker: Broker, store: Store) -> None:
+        self._broker = broker
+        self._store = store
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self._broker.statistics()
+        yield GaugeMetricFamily(
+            "trio_events_open_streams", "Open event streams.", value=stats.subscribers
+        )
+        yield CounterMetricFamily(
+            "trio_events_events_routed", "Events the broker routed.", value=stats.events_routed
+        )
+        yield CounterMetricFamily(
+            "trio_events_frames_queued", "Frames queued to streams.", value=stats.frames_queued
+        )
+        yield CounterMetricFamily(
+            "trio_events_slow_consumer_closes",
+            "Streams closed with 4008 because their queue was full.",
+            value=stats.drops,
+        )
+        yield GaugeMetricFamily(
+            "trio_events_last_event_id", "The newest event id routed.", value=stats.last_event_id
+        )
+        depths = self._broker.queue_depths()
+        buckets = [(str(b), float(sum(1 for d in depths if d <= b))) for b in QUEUE_BUCKETS]
+        buckets.append(("+Inf", float(len(depths))))
+        yield HistogramMetricFamily(
+            "trio_events_stream_queue_depth",
+            "Frames waiting in each open stream's queue, at scrape time.",
+            buckets=buckets,
+            sum_value=float(sum(depths)),
+        )
+        store = self._store.statistics()
+        yield CounterMetricFamily(
+            "trio_events_store_writes_failed",
+            "Write transactions rolled back.",
+            value=store.failed_writes,
+        )
+
+
+class Metrics:
+    """Everything ``GET /metrics`` reports for one server."""
+
+    def __init__(self, broker: Broker, store: Store) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.registry.register(_BrokerCollector(broker, store))
+        self.events_committed = Counter(
+            "trio_events_events_committed",
+            "Events appended to the log by this process.",
+            registry=self.registry,
+        )
+        self.resumes = Counter(
+            "trio_events_resumes",
+            "Streams opened with ?since=, by outcome.",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.stream_closes = Counter(
+            "trio_events_stream_closes",
+            "Streams closed, by reason (heartbeat timeout, slow consumer, ...).",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.requests = Histogram(
+            "trio_events_http_request_seconds",
+            "REST requests by route, method and status.",
+            ["route", "method", "status"],
+            registry=self.registry,
+        )
+        self.store_seconds = Histogram(
+            "trio_events_store_seconds",
+            "Time of store calls (waiting for a connection included), by kind.",
+            ["kind"],
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0),
+            registry=self.registry,
+        )
+
+    def store_observer(self) -> Callable[[str, float], None]:
+        read = self.store_seconds.labels("read")
+        write = self.store_seconds.labels("write")
+        return lambda kind, seconds: (read if kind == "read" else write).observe(seconds)
+
+    def stream_closed(self, code: int | None, reason: str) -> None:
+        label = CLOSE_REASONS.get(code, f"code_{code}") if code is not None else "client_closed"
+        if code == 1011 and "heartbeat" in reason:
+            label = "heartbeat_timeout"
+        self.stream_closes.labels(label).inc()
+
+    def committed(self, count: int) -> None:
+        self.events_committed.inc(count)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
