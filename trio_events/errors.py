@@ -8,6 +8,7 @@
     ├── Forbidden            403  authenticated, but not allowed
     ├── NotFound             404  missing or inaccessible object
     ├── MethodNotAllowed     405
+    ├── RequestTimeout       408  the body did not arrive in time
     ├── Conflict             409  the change contradicts the current state
     ├── PayloadTooLarge      413
     ├── UnsupportedMediaType 415
@@ -29,6 +30,7 @@ __all__ = [
     "MethodNotAllowed",
     "NotFound",
     "PayloadTooLarge",
+    "RequestTimeout",
     "RateLimited",
     "ServiceUnavailable",
     "Unauthorized",
@@ -62,6 +64,10 @@ class NotFound(ApiError):
 
 class MethodNotAllowed(ApiError):
     status = 405
+
+
+class RequestTimeout(ApiError):
+    status = 408
 
 
 class Conflict(ApiError):

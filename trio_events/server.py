@@ -90,7 +90,6 @@ def hypercorn_config(config: Config) -> HypercornConfig:
     hc.websocket_ping_interval = config.events.heartbeat_interval  # the ASGI fallback route
     hc.h11_max_incomplete_size = server.max_header_bytes
     hc.keep_alive_max_requests = server.keep_alive_max_requests
-    hc.read_timeout = server.request_timeout  # type: ignore[assignment]  # any float works
     return hc
 
 

@@ -8,6 +8,7 @@ import time
 from quart import Response, g, request
 from quart_trio import QuartTrio
 
+from ..errors import ApiError
 from ..services import Services
 from . import attachments, events, health, messages, rooms, session, users
 from .common import EXTENSION_KEY
@@ -47,6 +48,18 @@ def create_app(svc: Services) -> QuartTrio:
     @app.before_request
     async def start_timer() -> None:
         g.started = time.perf_counter()
+        # The first request head of a connection is bounded by the transport;
+        # later ones reach h11, which only bounds heads that arrive in pieces.
+        limit = svc.config.server.max_header_bytes
+        head = (
+            len(request.method)
+            + len(request.full_path)
+            + sum(len(name) + len(value) + 4 for name, value in request.headers.items())
+        )
+        if head > limit:
+            too_big = ApiError(f"The request head is larger than {limit} bytes")
+            too_big.status = 431
+            raise too_big
 
     @app.after_request
     async def log_request(response: Response) -> Response:

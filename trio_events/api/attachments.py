@@ -10,8 +10,10 @@ row behind.
 
 from __future__ import annotations
 
+import contextlib
 import mimetypes
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
+from typing import Any
 from urllib.parse import quote
 
 import trio
@@ -19,12 +21,12 @@ from quart import Blueprint, Response, request
 from werkzeug.http import parse_options_header
 from werkzeug.sansio.multipart import Data, Epilogue, Field, File, MultipartDecoder, NeedData
 
-from ..errors import BadRequest, NotFound, PayloadTooLarge
+from ..errors import BadRequest, NotFound, PayloadTooLarge, RequestTimeout
 from ..files import FileStore, Upload
 from ..model import Attachment
 from ..services.attachments import safe_file_name
 from ..wire import attachment_json
-from .common import authenticate, ok, services
+from .common import authenticate, discard_body, ok, services
 
 __all__ = ["blueprint", "content_disposition"]
 
@@ -38,73 +40,107 @@ def content_disposition(file_name: str) -> str:
     return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(file_name, safe='')}"
 
 
-async def _receive_uploads(files: FileStore, boundary: bytes, uploads: list[Upload]) -> None:
-    """Stream the multipart body into temporary files, appended to ``uploads``
-    as they start (so the caller can remove them whatever happens)."""
-    limits = services().config.limits
-    decoder = MultipartDecoder(boundary, max_form_memory_size=4 * CHUNK)
-    current: trio.abc.AsyncResource | None = None
-    handle = None
-    total = 0
-    done = False
+class _UploadReader:
+    """Turns multipart bytes into temporary files, enforcing the limits.
 
-    async def chunks() -> AsyncIterator[bytes | None]:
-        # Quart hands over whatever arrived since the last read, which can be
-        # megabytes; the decoder gets it in slices so that its own buffer
-        # (bounded by max_form_memory_size) never holds more than one.
-        async for received in request.body:
-            for start in range(0, len(received), CHUNK):
-                yield received[start : start + CHUNK]
-        yield None  # end of input: lets the decoder finish the last part
+    ``uploads`` is the caller's list, appended to as each file starts, so the
+    caller can remove every temporary file whatever happens.
+    """
 
-    try:
-        async for chunk in chunks():
-            if done:
-                continue  # past the closing boundary: nothing more to decode
-            total += len(chunk or b"")
-            if total > limits.max_upload_bytes:
-                raise PayloadTooLarge(f"The upload is larger than {limits.max_upload_bytes} bytes")
-            decoder.receive_data(chunk)
-            event = decoder.next_event()
-            while not isinstance(event, NeedData):
-                if isinstance(event, File):
-                    if event.name != "files":
-                        raise BadRequest("Upload files in multipart parts named 'files'")
-                    if len(uploads) >= limits.max_files_per_message:
-                        raise PayloadTooLarge(
-                            f"At most {limits.max_files_per_message} files per message"
-                        )
-                    upload = Upload(files.new_temp(), safe_file_name(event.filename))
-                    uploads.append(upload)
-                    handle = await trio.open_file(upload.temp_path, "wb")
-                    current = handle
-                elif isinstance(event, Field):
+    def __init__(self, files: FileStore, boundary: bytes, uploads: list[Upload]) -> None:
+        self._limits = services().config.limits
+        self._files = files
+        self._decoder = MultipartDecoder(boundary, max_form_memory_size=4 * CHUNK)
+        self._uploads = uploads
+        self._handle: Any = None
+        self.total = 0
+        self.done = False
+
+    async def feed(self, piece: bytes | None) -> None:
+        """Decode one piece of the body (``None`` at its end)."""
+        if self.done:
+            return  # past the closing boundary: nothing more to decode
+        limits = self._limits
+        self.total += len(piece or b"")
+        if self.total > limits.max_upload_bytes:
+            raise PayloadTooLarge(f"The upload is larger than {limits.max_upload_bytes} bytes")
+        self._decoder.receive_data(piece)
+        event = self._decoder.next_event()
+        while not isinstance(event, NeedData):
+            if isinstance(event, File):
+                if event.name != "files":
                     raise BadRequest("Upload files in multipart parts named 'files'")
-                elif isinstance(event, Data) and handle is not None:
-                    upload = uploads[-1]
-                    upload.add(event.data)
-                    if upload.size > limits.max_attachment_bytes:
-                        raise PayloadTooLarge(
-                            f"A file is larger than {limits.max_attachment_bytes} bytes"
-                        )
-                    await handle.write(event.data)
-                    if not event.more_data:
-                        await handle.aclose()
-                        handle = current = None
-                elif isinstance(event, Epilogue):
-                    done = True
-                    break
-                event = decoder.next_event()
-        if total == 0:
-            raise BadRequest("The upload is empty")
-    except ValueError as exc:  # the decoder's word for a malformed body
-        raise BadRequest(f"Malformed multipart body: {exc}") from None
-    finally:
-        if current is not None:
+                if len(self._uploads) >= limits.max_files_per_message:
+                    raise PayloadTooLarge(
+                        f"At most {limits.max_files_per_message} files per message"
+                    )
+                upload = Upload(self._files.new_temp(), safe_file_name(event.filename))
+                self._uploads.append(upload)
+                self._handle = await trio.open_file(upload.temp_path, "wb")
+            elif isinstance(event, Field):
+                raise BadRequest("Upload files in multipart parts named 'files'")
+            elif isinstance(event, Data) and self._handle is not None:
+                upload = self._uploads[-1]
+                upload.add(event.data)
+                if upload.size > limits.max_attachment_bytes:
+                    raise PayloadTooLarge(
+                        f"A file is larger than {limits.max_attachment_bytes} bytes"
+                    )
+                await self._handle.write(event.data)
+                if not event.more_data:
+                    await self.close_file()
+            elif isinstance(event, Epilogue):
+                self.done = True
+                return
+            event = self._decoder.next_event()
+
+    async def close_file(self) -> None:
+        if self._handle is not None:
+            handle, self._handle = self._handle, None
             with trio.CancelScope(shield=True):
-                await current.aclose()
-    if not done or not uploads:
-        raise BadRequest("The multipart body is incomplete or has no 'files' part")
+                await handle.aclose()
+
+
+async def _body_pieces() -> AsyncGenerator[bytes | None, None]:
+    """The request body in pieces of at most ``CHUNK`` bytes, then ``None``.
+
+    Quart hands over whatever arrived since the last read, which can be
+    megabytes; slicing keeps the decoder's own buffer small.  Each read must
+    arrive within ``request_timeout`` of the previous one: a large upload may
+    take long, a stalled one may not.
+    """
+    body = aiter(request.body)
+    timeout = services().config.server.request_timeout
+    while True:
+        with trio.move_on_after(timeout) as scope:
+            received = await anext(body, None)
+        if scope.cancelled_caught:
+            raise RequestTimeout(f"The upload stalled for {timeout:g} seconds")
+        if received is None:
+            break
+        for start in range(0, len(received), CHUNK):
+            yield received[start : start + CHUNK]
+    yield None
+
+
+async def _receive_uploads(files: FileStore, boundary: bytes, uploads: list[Upload]) -> None:
+    reader = _UploadReader(files, boundary, uploads)
+    try:
+        async with contextlib.aclosing(_body_pieces()) as pieces:
+            async for piece in pieces:
+                await reader.feed(piece)
+        if reader.total == 0:
+            raise BadRequest("The upload is empty")
+        if not reader.done or not uploads:
+            raise BadRequest("The multipart body is incomplete or has no 'files' part")
+    except ValueError as exc:  # the decoder's word for a malformed body
+        await discard_body()
+        raise BadRequest(f"Malformed multipart body: {exc}") from None
+    except (BadRequest, PayloadTooLarge):
+        await discard_body()
+        raise
+    finally:
+        await reader.close_file()
 
 
 @blueprint.post("/messages/<int:message_id>/attachments")

@@ -5,15 +5,17 @@ from __future__ import annotations
 import json
 from typing import Any, cast
 
+import trio
 from quart import Response, current_app, g, request
 
-from ..errors import BadRequest, PayloadTooLarge
+from ..errors import BadRequest, PayloadTooLarge, RequestTimeout
 from ..services import Principal, Services
 from ..streams import SESSION_COOKIE, bearer_from
 
 __all__ = [
     "SESSION_COOKIE",
     "authenticate",
+    "discard_body",
     "bearer_from",
     "json_body",
     "json_response",
@@ -38,18 +40,47 @@ async def authenticate() -> Principal:
     return principal
 
 
+DISCARD_BYTES = 8 << 20  # read and drop at most this much of a refused body
+DISCARD_SECONDS = 2.0
+
+
+async def discard_body() -> None:
+    """Read and drop (a bounded part of) a body we refused.
+
+    A server that answers early and closes while the client is still sending
+    makes the kernel reset the connection, and the client may never see the
+    answer.  Draining a little first lets the 413 arrive.
+    """
+    seen = 0
+    with trio.move_on_after(DISCARD_SECONDS):
+        try:
+            async for chunk in request.body:
+                seen += len(chunk)
+                if seen > DISCARD_BYTES:
+                    return
+        except Exception:  # Quart's own limit or a broken body: nothing left to drain
+            return
+
+
 async def raw_body(limit: int) -> bytes:
     """The request body, refused with 413 past ``limit`` bytes."""
+    too_large = PayloadTooLarge(f"The request body is larger than {limit} bytes")
     length = request.content_length
     if length is not None and length > limit:
-        raise PayloadTooLarge(f"The request body is larger than {limit} bytes")
+        await discard_body()
+        raise too_large
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.body:  # stop reading as soon as the limit is passed
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"The request body is larger than {limit} bytes")
-        chunks.append(chunk)
+    timeout = services().config.server.request_timeout
+    with trio.move_on_after(timeout) as scope:
+        async for chunk in request.body:  # stop keeping it as soon as the limit is passed
+            size += len(chunk)
+            if size > limit:
+                await discard_body()
+                raise too_large
+            chunks.append(chunk)
+    if scope.cancelled_caught:
+        raise RequestTimeout(f"The request body did not arrive within {timeout:g} seconds")
     return b"".join(chunks)
 
 

@@ -33,7 +33,7 @@ def install_error_handlers(app: QuartTrio) -> None:
     @app.errorhandler(ApiError)
     async def api_error(exc: ApiError) -> Response:
         response = json_response({"errorText": exc.text}, exc.status)
-        if exc.status == 413:
+        if exc.status in (408, 413):
             # The body was refused unread: the connection cannot carry another request.
             response.headers["Connection"] = "close"
         if isinstance(exc, RateLimited):

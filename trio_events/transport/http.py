@@ -76,6 +76,37 @@ class PrefixedStream(trio.abc.HalfCloseableStream):
         return getattr(self._stream, name)
 
 
+class IdleTimer:
+    """hypercorn's per-connection idle timer, started so that it survives.
+
+    hypercorn restarts the keep-alive timer from inside the request's task
+    with ``await nursery.start(...)``; quart-trio cancels that task's scope
+    as the response completes, which takes the freshly started timer with it,
+    so idle keep-alive connections (and a slowly trickling second request
+    head) were never cut off.  ``start_soon`` runs the timer in the
+    connection's nursery, out of reach of the caller's cancellation.
+    Same interface as ``hypercorn.trio.worker_context.TrioSingleTask``.
+    """
+
+    def __init__(self) -> None:
+        self._scope: trio.CancelScope | None = None
+
+    async def restart(self, task_group: Any, action: Callable[[], Awaitable[None]]) -> None:
+        await self.stop()
+        scope = self._scope = trio.CancelScope()
+
+        async def run() -> None:
+            with scope:
+                await action()
+
+        task_group._nursery.start_soon(run)
+
+    async def stop(self) -> None:
+        if self._scope is not None:
+            self._scope.cancel()
+            self._scope = None
+
+
 def is_events_upgrade(head: bytes) -> bool:
     """Whether a complete request head asks to upgrade ``/api/v1/events``."""
     request_line, _, rest = head.partition(b"\r\n")
@@ -174,7 +205,9 @@ async def serve_http(
                 await trio.aclose_forcefully(stream)
             return
         prefixed: Any = PrefixedStream(stream, head)
-        await TCPServer(asgi, hc, context, state, prefixed).run()
+        server = TCPServer(asgi, hc, context, state, prefixed)
+        server.idle_task = IdleTimer()  # type: ignore[assignment]
+        await server.run()
 
     async with trio.open_nursery() as lifespan_nursery:
         await lifespan_nursery.start(lifespan.handle_lifespan)

@@ -1,0 +1,202 @@
+"""Helpers for the attachment tests: uploads, downloads and what is on disk.
+
+Files are stored under ``<data_dir>/files/ab/cd/<sha256>`` with uploads in
+progress under ``files/tmp``; ``stored_files`` and ``temp_files`` let a test
+check that nothing was left behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import unicodedata
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+import httpx
+
+import trio_events
+from trio_events.model import Attachment
+
+from .rest_helpers import Actor, Json, admin_actor, body_of, create_room, user_actors
+
+ATTACHMENT_FIELDS = {
+    "attachmentId",
+    "attachmentState",
+    "createdUtc",
+    "lastModifiedUtc",
+    "fileChecksum",
+    "fileName",
+    "fileSize",
+    "hasThumbnail",
+    "roomId",
+    "textMessageId",
+}
+READY = "ReadyForDownloadFromServerToClient"
+OCTET = "application/octet-stream"
+
+FileSpec = tuple[str, bytes]
+
+
+@attrs.frozen
+class World:
+    """An admin, two users and a Public room the three of them can write to."""
+
+    admin: Actor
+    alice: Actor
+    bob: Actor
+    room_id: int
+
+
+async def world(
+    client: httpx.AsyncClient, server: trio_events.RunningServer, room_type: str = "Public"
+) -> World:
+    admin = await admin_actor(client)
+    alice, bob = await user_actors(client, server, "alice", "bob")
+    room_id = await create_room(client, admin, "files", room_type, members=[alice, bob])
+    return World(admin, alice, bob, room_id)
+
+
+def multipart(files: Sequence[FileSpec], field: str = "files") -> list[tuple[str, Any]]:
+    return [(field, (name, data, OCTET)) for name, data in files]
+
+
+async def upload(
+    client: httpx.AsyncClient, actor: Actor, message_id: int, files: Sequence[FileSpec]
+) -> httpx.Response:
+    return await client.post(
+        f"/api/v1/messages/{message_id}/attachments",
+        files=multipart(files),
+        headers=actor.headers,
+    )
+
+
+async def upload_ok(
+    client: httpx.AsyncClient, actor: Actor, message_id: int, files: Sequence[FileSpec]
+) -> list[int]:
+    ids = body_of(await upload(client, actor, message_id, files))["attachmentIds"]
+    assert isinstance(ids, list)
+    assert len(ids) == len(files)
+    assert all(isinstance(i, int) for i in ids)
+    return [int(i) for i in ids]
+
+
+async def metadata(client: httpx.AsyncClient, actor: Actor, attachment_id: int) -> Json:
+    return body_of(await client.get(f"/api/v1/attachments/{attachment_id}", headers=actor.headers))
+
+
+async def download(
+    client: httpx.AsyncClient, actor: Actor, attachment_id: int, name: str = "file"
+) -> httpx.Response:
+    return await client.get(f"/api/v1/attachments/{attachment_id}/{name}", headers=actor.headers)
+
+
+async def delete_attachment(
+    client: httpx.AsyncClient, actor: Actor, attachment_id: int
+) -> httpx.Response:
+    return await client.delete(f"/api/v1/attachments/{attachment_id}", headers=actor.headers)
+
+
+def attachment_fields(found: Json) -> Json:
+    """The attachment fields of a metadata answer (which also has httpStatusCode)."""
+    return {key: value for key, value in found.items() if key in ATTACHMENT_FIELDS}
+
+
+def sha1(data: bytes) -> str:
+    return hashlib.sha1(data).hexdigest()
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def files_root(server: trio_events.RunningServer) -> Path:
+    return server.services.config.data_dir / "files"
+
+
+def content_path(server: trio_events.RunningServer, data: bytes) -> Path:
+    digest = sha256(data)
+    return files_root(server) / digest[:2] / digest[2:4] / digest
+
+
+def stored_files(server: trio_events.RunningServer) -> list[Path]:
+    """Every stored content file (temporary uploads left out)."""
+    root = files_root(server)
+    if not root.exists():
+        return []
+    tmp = root / "tmp"
+    return sorted(p for p in root.rglob("*") if p.is_file() and tmp not in p.parents)
+
+
+def temp_files(server: trio_events.RunningServer) -> list[Path]:
+    tmp = files_root(server) / "tmp"
+    return sorted(tmp.iterdir()) if tmp.exists() else []
+
+
+async def attachments_in_store(
+    server: trio_events.RunningServer, message_ids: Sequence[int]
+) -> dict[int, list[Attachment]]:
+    return await server.services.store.read(lambda tx: tx.attachments_of(list(message_ids)))
+
+
+async def attachment_row(
+    server: trio_events.RunningServer, attachment_id: int
+) -> Attachment | None:
+    return await server.services.store.read(lambda tx: tx.get_attachment(attachment_id))
+
+
+def pattern(size: int, seed: int = 0) -> bytes:
+    """``size`` bytes that are not all alike, different for each seed."""
+    block = hashlib.sha256(f"{seed}".encode()).digest() * 8 + bytes(range(256))
+    repeat = size // len(block) + 1
+    return (block * repeat)[:size]
+
+
+BOUNDARY = "trio-events-test-boundary-7f3a"
+
+
+def raw_part(disposition: bytes, data: bytes, content_type: bytes = OCTET.encode()) -> bytes:
+    """One multipart part with a hand-written Content-Disposition (no escaping at all)."""
+    head = b"--" + BOUNDARY.encode() + b"\r\nContent-Disposition: " + disposition
+    return head + b"\r\nContent-Type: " + content_type + b"\r\n\r\n" + data + b"\r\n"
+
+
+def file_part(file_name: bytes, data: bytes, field: bytes = b"files") -> bytes:
+    return raw_part(b'form-data; name="' + field + b'"; filename="' + file_name + b'"', data)
+
+
+def raw_body(*parts: bytes, closed: bool = True) -> bytes:
+    return b"".join(parts) + (b"--" + BOUNDARY.encode() + b"--\r\n" if closed else b"")
+
+
+async def upload_raw(
+    client: httpx.AsyncClient,
+    actor: Actor,
+    message_id: int,
+    body: bytes,
+    content_type: str = f"multipart/form-data; boundary={BOUNDARY}",
+    *,
+    chunked: bool = False,
+) -> httpx.Response:
+    """POST a hand-made body; ``chunked`` sends it without a Content-Length."""
+    headers = {**actor.headers, "Content-Type": content_type}
+    url = f"/api/v1/messages/{message_id}/attachments"
+    if not chunked:
+        return await client.post(url, content=body, headers=headers)
+
+    async def stream() -> AsyncIterator[bytes]:
+        for start in range(0, len(body), 16384):
+            yield body[start : start + 16384]
+
+    return await client.post(url, content=stream(), headers=headers)
+
+
+def is_safe_name(name: str) -> bool:
+    return (
+        0 < len(name) <= 255
+        and "/" not in name
+        and "\\" not in name
+        and name not in (".", "..")
+        and not any(unicodedata.category(ch)[0] == "C" for ch in name)
+    )
