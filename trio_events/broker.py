@@ -21,10 +21,11 @@ rendering (most viewers share one).
 from __future__ import annotations
 
 import contextlib
+import enum
 import json
 import logging
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from functools import partial
 
 import attrs
@@ -36,7 +37,15 @@ from .model import StoredEvent
 from .store import Store, Tx
 from .wire import render_room
 
-__all__ = ["Broker", "BrokerStatistics", "CloseCode", "Subscriber"]
+__all__ = [
+    "FLUSH",
+    "Broker",
+    "BrokerStatistics",
+    "CloseCode",
+    "DirectWrite",
+    "Subscriber",
+    "Written",
+]
 
 log = logging.getLogger("trio_events.broker")
 
@@ -52,6 +61,17 @@ class CloseCode:
     INTERNAL = 1011
     SESSION_ENDED = 4001
     SLOW_CONSUMER = 4008
+
+
+class Written(enum.Enum):
+    NOTHING = 0  # not now: queue the frame
+    ALL = 1  # the whole frame is with the kernel
+    PART = 2  # the transport keeps the rest until the sender flushes it
+
+
+DirectWrite = Callable[[str], Written]
+# Queued after a partial direct write: "finish the frame you started".
+FLUSH = "\x00flush"
 
 
 @attrs.frozen
@@ -76,20 +96,45 @@ class Subscriber:
     close_reason: str = ""
     ended: trio.Event = attrs.field(factory=trio.Event)
     acl: AclStore | None = None  # the access table at hello_event_id, for resume
+    # The fast path: a transport may install a function that writes a frame to
+    # its socket at once, without blocking (see ``offer``).  None: always queue.
+    direct: DirectWrite | None = None
+    # Frames handed to the channel and not yet written by the sender.
+    outstanding: int = 0
 
     def offer(self, frame: str) -> bool:
-        """Queue ``frame`` without waiting; False if the queue is full or closed."""
+        """Deliver ``frame`` without waiting; False if the queue is full or closed.
+
+        When nothing is waiting to be written and the transport allows it, the
+        frame goes straight to the socket from here (the broker's task): no
+        task switch, no queue.  If the socket takes only part of it, the rest
+        stays with the transport and a ``FLUSH`` marker is queued so that the
+        sender finishes it before anything else.  Otherwise the frame is
+        queued, in order, for the sender.
+        """
+        if self.direct is not None and self.outstanding == 0:
+            written = self.direct(frame)
+            if written is Written.ALL:
+                return True
+            if written is Written.PART:
+                frame = FLUSH
         try:
             self._send.send_nowait(frame)
         except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
             return False
+        self.outstanding += 1
         return True
+
+    def written(self, count: int) -> None:
+        """The sender wrote ``count`` queued frames."""
+        self.outstanding -= count
 
     def end(self, code: int, reason: str) -> None:
         """Stop queueing; the sender drains what is queued, then closes with ``code``."""
         if self.close_code is None:
             self.close_code = code
             self.close_reason = reason
+        self.direct = None
         self._send.close()
         self.ended.set()
 

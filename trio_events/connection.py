@@ -135,6 +135,9 @@ async def run_stream(
                 await send(hello)
                 for start in range(0, len(replay), MAX_BATCH):  # a resume's missed events
                     await send_batch(list(replay[start : start + MAX_BATCH]))
+                # From now on the broker may write straight to the socket when
+                # nothing is queued (the transport decides whether it can).
+                subscriber.direct = getattr(transport, "try_write_now", None)
                 receive = subscriber.receive
                 async for frame in receive:
                     if subscriber.close_code in (CloseCode.SLOW_CONSUMER, CloseCode.SESSION_ENDED):
@@ -148,6 +151,7 @@ async def run_stream(
                         except (trio.WouldBlock, trio.EndOfChannel):
                             break
                     await send_batch(batch)
+                    subscriber.written(len(batch))
             except PeerClosed:
                 finish(None, "connection lost")
                 return

@@ -38,6 +38,7 @@ from wsproto.events import (
 )
 from wsproto.utilities import RemoteProtocolError
 
+from ..broker import FLUSH, Written
 from ..connection import MessageTooBig, PeerClosed, run_stream
 from ..errors import ApiError, RateLimited
 from ..services import Services
@@ -116,8 +117,37 @@ class WsprotoTransport:
         self._ping_payload = b""
         self._parts: list[Any] = []
         self._size = 0
-        self._pending: list[str | bytes] = []
+        self._messages: list[str | bytes] = []
+        self._pending = b""
         self._broken = False
+        # The raw socket, for the fast path (plain TCP only; TLS always queues).
+        socket = getattr(stream, "socket", None)
+        self._fd: int | None = socket.fileno() if socket is not None else None
+
+    def try_write_now(self, frame: str) -> Written:
+        """The broker's fast path: write ``frame`` now if the socket takes it.
+
+        Never blocks.  Refuses (``NOTHING``) while another write is in progress
+        or bytes of an earlier frame are still pending, so frames never
+        interleave.  A partial write keeps the rest in ``_pending`` for the
+        next write, which always sends it first.
+        """
+        if self._fd is None or self._broken or self._send_lock.locked() or self._pending:
+            return Written.NOTHING
+        if self._ws.state is not ConnectionState.OPEN:
+            return Written.NOTHING
+        data = self._cache.wire(frame)
+        try:
+            sent = os.write(self._fd, data)
+        except BlockingIOError:
+            return Written.NOTHING
+        except OSError:
+            self._broken = True  # the reader or the next write reports it
+            return Written.ALL
+        if sent == len(data):
+            return Written.ALL
+        self._pending = data[sent:]
+        return Written.PART
 
     async def _write(self, data: bytes) -> None:
         """Write whole frames only.
@@ -130,6 +160,8 @@ class WsprotoTransport:
         async with self._send_lock:
             if self._broken:
                 raise PeerClosed
+            if self._pending:  # the rest of a frame the fast path started
+                data, self._pending = self._pending + data, b""
             with trio.CancelScope(shield=True) as scope:
                 scope.deadline = trio.current_time() + FRAME_TIMEOUT
                 try:
@@ -154,8 +186,8 @@ class WsprotoTransport:
         if self._ws.state is not ConnectionState.OPEN:
             raise PeerClosed
         wire = self._cache.wire
-        data = wire(frames[0]) if len(frames) == 1 else b"".join(wire(f) for f in frames)
-        await self._write(data)
+        data = b"".join(b"" if f is FLUSH else wire(f) for f in frames)
+        await self._write(data)  # pending bytes of a started frame go first
 
     async def ping(self) -> None:
         self._ping_payload = os.urandom(4)
@@ -164,7 +196,7 @@ class WsprotoTransport:
         await self._pong.wait()
 
     async def receive(self) -> str | bytes:
-        while not self._pending:
+        while not self._messages:
             try:
                 data = await self._stream.receive_some(RECEIVE_SIZE)
             except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
@@ -177,7 +209,7 @@ class WsprotoTransport:
                 raise PeerClosed from exc
             for event in self._ws.events():
                 await self._handle(event)
-        return self._pending.pop(0)
+        return self._messages.pop(0)
 
     async def _handle(self, event: object) -> None:
         if isinstance(event, TextMessage | BytesMessage):
@@ -188,9 +220,9 @@ class WsprotoTransport:
             if event.message_finished:
                 parts, self._parts, self._size = self._parts, [], 0
                 if isinstance(event, TextMessage):
-                    self._pending.append("".join(parts))
+                    self._messages.append("".join(parts))
                 else:
-                    self._pending.append(b"".join(parts))
+                    self._messages.append(b"".join(parts))
         elif isinstance(event, Ping):
             await self._write(self._ws.send(event.response()))
         elif isinstance(event, Pong):
@@ -203,6 +235,7 @@ class WsprotoTransport:
 
     async def close(self, code: int, reason: str) -> None:
         try:
+            self._fd = None  # no more fast-path writes to a descriptor about to close
             if self._ws.state is ConnectionState.OPEN and not self._broken:
                 await self._write(self._ws.send(CloseConnection(code=code, reason=reason)))
         finally:
