@@ -25,7 +25,7 @@ import enum
 import json
 import logging
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from functools import partial
 
 import attrs
@@ -69,7 +69,7 @@ class Written(enum.Enum):
     PART = 2  # the transport keeps the rest until the sender flushes it
 
 
-DirectWrite = Callable[[str], Written]
+DirectWrite = Callable[[Sequence[str]], Written]
 # Queued after a partial direct write: "finish the frame you started".
 FLUSH = "\x00flush"
 
@@ -101,6 +101,7 @@ class Subscriber:
     direct: DirectWrite | None = None
     # Frames handed to the channel and not yet written by the sender.
     outstanding: int = 0
+    _held: list[str] | None = None  # frames kept during one routing run
 
     def offer(self, frame: str) -> bool:
         """Deliver ``frame`` without waiting; False if the queue is full or closed.
@@ -112,18 +113,49 @@ class Subscriber:
         sender finishes it before anything else.  Otherwise the frame is
         queued, in order, for the sender.
         """
+        if self._held is not None:  # the broker is batching: keep the order
+            self._held.append(frame)
+            return True
         if self.direct is not None and self.outstanding == 0:
-            written = self.direct(frame)
+            written = self.direct((frame,))
             if written is Written.ALL:
                 return True
             if written is Written.PART:
                 frame = FLUSH
+        return self._queue(frame)
+
+    def _queue(self, frame: str) -> bool:
         try:
             self._send.send_nowait(frame)
         except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
             return False
         self.outstanding += 1
         return True
+
+    def hold(self, frame: str) -> bool:
+        """While the broker routes a run of events: keep ``frame`` to be written
+        together with the others at :meth:`release` (one syscall per stream per
+        run).  False when this stream must take the ordinary path instead."""
+        if self._held is not None:
+            self._held.append(frame)
+            return True
+        if self.direct is None or self.outstanding:
+            return False
+        self._held = [frame]
+        return True
+
+    def release(self) -> bool:
+        """Write what :meth:`hold` kept; False if it did not fit in the queue."""
+        frames, self._held = self._held, None
+        if not frames:
+            return True
+        if self.direct is not None and self.outstanding == 0:
+            written = self.direct(frames)
+            if written is Written.ALL:
+                return True
+            if written is Written.PART:
+                return self._queue(FLUSH)
+        return all(self._queue(frame) for frame in frames)
 
     def written(self, count: int) -> None:
         """The sender wrote ``count`` queued frames."""
@@ -134,6 +166,7 @@ class Subscriber:
         if self.close_code is None:
             self.close_code = code
             self.close_reason = reason
+        self.release()  # what was routed to it before the end still goes out
         self.direct = None
         self._send.close()
         self.ended.set()
@@ -163,6 +196,7 @@ class Broker:
         self._frames = 0
         self._drops = 0
         self._closed = False
+        self._touched: list[Subscriber] | None = None  # streams holding frames in a run
 
     @property
     def last_event_id(self) -> int:
@@ -258,15 +292,16 @@ class Broker:
             while pending and pending[0].event_id <= self.last_event_id:
                 pending.popleft()
             if pending and pending[0].event_id == self.last_event_id + 1:
-                while pending and pending[0].event_id == self.last_event_id + 1:
-                    self.route(pending.popleft())
+                run: list[StoredEvent] = []
+                while pending and pending[0].event_id == self.last_event_id + len(run) + 1:
+                    run.append(pending.popleft())
+                self.route_many(run)
                 continue
             if not pending and not poll:
                 return
             events = await self._store.read(partial(_events_after, self.last_event_id))
             poll = len(events) == BATCH  # a full batch: there may be more
-            for event in events:
-                self.route(event)
+            self.route_many(events)
             if not events:
                 # The log has nothing newer, so whatever is pending lies past a
                 # gap in the ids (none is expected with one SQLite writer).
@@ -275,6 +310,27 @@ class Broker:
                 return
 
     # routing (synchronous: no awaits between taking an event and queueing it)
+
+    def route_many(self, events: Sequence[StoredEvent]) -> None:
+        """Route a run of events, writing each stream's frames of the whole run
+        together: under load one syscall carries many events to a stream."""
+        if len(events) == 1:
+            self.route(events[0])
+            return
+        self._touched = []
+        try:
+            for event in events:
+                self.route(event)
+        finally:
+            touched, self._touched = self._touched, None
+            for subscriber in touched:
+                if not subscriber.release() and subscriber.close_code is None:
+                    self._slow(subscriber)
+
+    def _slow(self, subscriber: Subscriber) -> None:
+        self._drops += 1
+        log.warning("slow consumer user=%s queued=%d", subscriber.user_id, subscriber.queued)
+        subscriber.end(CloseCode.SLOW_CONSUMER, "slow consumer")
 
     def route(self, event: StoredEvent) -> None:
         if event.event_id <= self.last_event_id:
@@ -309,13 +365,16 @@ class Broker:
                         ensure_ascii=False,
                     )
                 frame = cached
+            touched = self._touched
             for subscriber in list(self._by_user.get(user_id, ())):
-                if subscriber.offer(frame):
+                if touched is not None and subscriber.hold(frame):
+                    if len(subscriber._held or ()) == 1:
+                        touched.append(subscriber)
+                    self._frames += 1
+                elif subscriber.offer(frame):
                     self._frames += 1
                 elif subscriber.close_code is None:
-                    self._drops += 1
-                    log.warning("slow consumer user=%s queued=%d", user_id, subscriber.queued)
-                    subscriber.end(CloseCode.SLOW_CONSUMER, "slow consumer")
+                    self._slow(subscriber)
 
     def _apply_internal(self, event: StoredEvent) -> None:
         if event.event_type == EventType.SESSION_ENDED:

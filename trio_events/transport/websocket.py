@@ -124,8 +124,8 @@ class WsprotoTransport:
         socket = getattr(stream, "socket", None)
         self._fd: int | None = socket.fileno() if socket is not None else None
 
-    def try_write_now(self, frame: str) -> Written:
-        """The broker's fast path: write ``frame`` now if the socket takes it.
+    def try_write_now(self, frames: Sequence[str]) -> Written:
+        """The broker's fast path: write ``frames`` now if the socket takes them.
 
         Never blocks.  Refuses (``NOTHING``) while another write is in progress
         or bytes of an earlier frame are still pending, so frames never
@@ -136,7 +136,8 @@ class WsprotoTransport:
             return Written.NOTHING
         if self._ws.state is not ConnectionState.OPEN:
             return Written.NOTHING
-        data = self._cache.wire(frame)
+        wire = self._cache.wire
+        data = wire(frames[0]) if len(frames) == 1 else b"".join(wire(f) for f in frames)
         try:
             sent = os.write(self._fd, data)
         except BlockingIOError:
