@@ -102,6 +102,7 @@ class Subscriber:
     # Frames handed to the channel and not yet written by the sender.
     outstanding: int = 0
     _held: list[str] | None = None  # frames kept during one routing run
+    on_end: Callable[[], None] | None = None  # the stream's reaction to end()
 
     def offer(self, frame: str) -> bool:
         """Deliver ``frame`` without waiting; False if the queue is full or closed.
@@ -169,6 +170,8 @@ class Subscriber:
         self.release()  # what was routed to it before the end still goes out
         self.direct = None
         self._send.close()
+        if self.on_end is not None:
+            self.on_end()
         self.ended.set()
 
     @property

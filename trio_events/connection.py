@@ -1,8 +1,8 @@
 """One event stream: a nursery with a reader, a heartbeat and a sender.
 
-The three tasks (and a fourth that only watches for the broker ending the
-subscription, so that a sender blocked on a full socket is interrupted) share
-one fate.  Whichever ends first decides how the stream
+The three tasks share one fate (and the broker, when it ends the
+subscription, cancels them through a callback, so that a sender blocked on a
+full socket is interrupted).  Whichever ends first decides how the stream
 closes (a :class:`Verdict`) and cancels the other two; the caller then sends
 the close frame, bounded by ``CLOSE_TIMEOUT`` and shielded, and the
 subscription context manager unregisters the subscriber.  Nothing outlives
@@ -183,10 +183,11 @@ async def run_stream(
                         finish(None, "connection lost")
                         return
 
-        async def watch_end() -> None:
-            # A slow or revoked stream must close now, even if the sender is
-            # blocked writing to a socket that does not drain.
-            await subscriber.ended.wait()
+        def on_end() -> None:
+            # Called by the broker as it ends the subscription: a slow or
+            # revoked stream must close now, even if the sender is blocked
+            # writing to a socket that does not drain.  (A callback rather
+            # than a task that waits for it: one task less per open stream.)
             if subscriber.close_code in (CloseCode.SLOW_CONSUMER, CloseCode.SESSION_ENDED):
                 finish(subscriber.close_code, subscriber.close_reason)
 
@@ -208,8 +209,9 @@ async def run_stream(
         nursery.start_soon(sender)
         nursery.start_soon(reader)
         nursery.start_soon(heartbeat)
-        nursery.start_soon(watch_end)
+        subscriber.on_end = on_end  # (ended already? the sender sees it after Hello)
 
+    subscriber.on_end = None
     if verdict.code is not None:
         with trio.move_on_after(CLOSE_TIMEOUT) as scope:
             scope.shield = True
