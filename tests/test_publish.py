@@ -60,3 +60,20 @@ async def test_publish_refuses_bad_events(
                 await server.publish(event_type, {}, **kwargs)  # type: ignore[arg-type]
             after = await server.services.store.read(lambda tx: tx.latest_event_id())
             assert after == before
+
+
+@pytest.mark.parametrize(
+    ("section", "values", "message"),
+    [
+        ("bus", {"backend": "redis"}, "bus.backend"),
+        ("storage", {"backend": "postgresql"}, "storage.backend"),
+    ],
+)
+async def test_backends_not_built_yet_are_refused(
+    tmp_path: Path, section: str, values: dict[str, object], message: str
+) -> None:
+    from trio_events import ConfigError, open_server
+
+    with pytest.raises(ConfigError, match=message):
+        async with open_server(make_config(tmp_path, **{section: values})):
+            pass

@@ -27,7 +27,7 @@ import trio
 from hypercorn.config import Config as HypercornConfig
 
 from .api import create_app
-from .config import Config
+from .config import Config, ConfigError
 from .retention import run_retention
 from .services import Services
 from .services.bootstrap import ensure_admin
@@ -106,6 +106,8 @@ def ssl_context(config: Config) -> ssl.SSLContext | None:
 @contextlib.asynccontextmanager
 async def open_server(config: Config) -> AsyncIterator[RunningServer]:
     """Start the whole server; yield once it accepts connections; stop on exit."""
+    if config.bus.backend != "local":
+        raise ConfigError(f"bus.backend: {config.bus.backend!r} is not available in this version")
     async with open_store(config) as store:
         svc = Services.build(config, store)
         await trio.to_thread.run_sync(svc.attachments.files.prepare)
