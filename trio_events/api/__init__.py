@@ -10,7 +10,7 @@ from quart_trio import QuartTrio
 
 from ..errors import ApiError
 from ..services import Services
-from . import attachments, events, health, messages, rooms, session, users, web
+from . import attachments, docs, events, health, messages, rooms, session, users, web
 from .common import EXTENSION_KEY
 from .errors import install_error_handlers
 
@@ -41,6 +41,7 @@ def create_app(svc: Services) -> QuartTrio:
         attachments.blueprint,
         health.blueprint,
         events.blueprint,
+        docs.blueprint,
         web.blueprint,
     ):
         app.register_blueprint(blueprint)
