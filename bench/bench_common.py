@@ -25,7 +25,7 @@ __all__ = [
 ]
 
 EVENT_TYPE = "Bench"
-WANTED_NOFILE = 65_536  # room for 20,000+ idle streams in one process
+WANTED_NOFILE = 65_536  # room for 20,000+ idle streams, where the hard limit allows it
 
 
 def raise_nofile() -> int:

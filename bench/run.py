@@ -505,7 +505,7 @@ def main() -> int:
         print("note: taskset unavailable or one core: server and client are not pinned")
     ns = [200] if args.quick else [200, 1000]
     runs = 1 if args.quick else 3
-    steps = [1000] if args.quick else [2000, 5000, 20000]
+    steps = [1000] if args.quick else [2000, 5000, 19000]
     stem = Path(args.out) if args.out else HERE / ("results-quick" if args.quick else "results")
     results: dict[str, Any] = {
         "machine": machine(taskset),
