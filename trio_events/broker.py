@@ -50,6 +50,8 @@ __all__ = [
 log = logging.getLogger("trio_events.broker")
 
 BATCH = 1000  # events read from the log at once
+COALESCE = 0.001  # seconds the broker lets commits accumulate while it is busy
+BUSY = 0.005  # woken within this long after a run counts as busy
 PENDING_MAX = 10_000  # committed events kept in memory before the broker falls back to the log
 
 
@@ -280,11 +282,18 @@ class Broker:
         self._store.add_commit_listener(self.notify_committed)
         try:
             task_status.started()
+            busy_until = 0.0
             while True:
                 with trio.move_on_after(self._poll_interval) as scope:
                     await self._wakeup.wait()
+                if trio.current_time() < busy_until:
+                    # Under load (woken again soon after the last run), wait a
+                    # moment so that commits arriving together are routed as one
+                    # run: one write per stream for all of them.
+                    await trio.sleep(COALESCE)
                 self._wakeup = trio.Event()
                 await self._catch_up(poll=scope.cancelled_caught)
+                busy_until = trio.current_time() + BUSY
         finally:
             self._store.remove_commit_listener(self.notify_committed)
 

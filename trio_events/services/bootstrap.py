@@ -29,5 +29,6 @@ async def ensure_admin(svc: Services, password: str | None = None) -> str | None
         await svc.users.create_user(None, name, chosen, display_name="Administrator", is_admin=True)
     except Conflict:  # another process bootstrapped at the same moment
         return None
-    log.info("created the first administrator user=%s", name)
+    if given:  # a generated password is logged (once) by the caller
+        log.info("created the first administrator user=%s", name)
     return "" if given else chosen
