@@ -32,7 +32,7 @@ import attrs
 import trio
 
 from .acl import AclStore, recipients
-from .events import EventType, encode_shared, is_internal
+from .events import EventType, encode_shared, is_internal, is_per_recipient
 from .model import StoredEvent
 from .store import Store, Tx
 from .wire import render_room
@@ -355,7 +355,7 @@ class Broker:
         users = recipients(event, self._acl, self._by_user.keys())
         if not users:
             return
-        payload = json.loads(event.payload) if '"roomTemplate"' in event.payload else None
+        payload = json.loads(event.payload) if is_per_recipient(event) else None
         shared = encode_frame(event) if payload is None else None
         rendered: dict[tuple[object, ...], str] = {}
         for user_id in users:

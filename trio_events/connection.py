@@ -137,7 +137,8 @@ async def run_stream(
                     await send_batch(list(replay[start : start + MAX_BATCH]))
                 # From now on the broker may write straight to the socket when
                 # nothing is queued (the transport decides whether it can).
-                subscriber.direct = getattr(transport, "try_write_now", None)
+                if subscriber.close_code is None:
+                    subscriber.direct = getattr(transport, "try_write_now", None)
                 receive = subscriber.receive
                 async for frame in receive:
                     if subscriber.close_code in (CloseCode.SLOW_CONSUMER, CloseCode.SESSION_ENDED):
@@ -226,7 +227,7 @@ def _pong_for(message: str | bytes) -> str | None:
         return None
     try:
         parsed = json.loads(message)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested past Python's stack
         return None
     if not isinstance(parsed, dict) or parsed.get("type") != "Ping":
         return None

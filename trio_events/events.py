@@ -55,8 +55,13 @@ def encode_shared(event: StoredEvent) -> str:
     return f'{{"type":"{event.event_type}","data":{event.payload},"eventId":{event.event_id}}}'
 
 
+PER_RECIPIENT = frozenset({"RoomCreated", "RoomUpdated"})
+
+
 def is_per_recipient(event: StoredEvent) -> bool:
-    return '"roomTemplate"' in event.payload
+    """Room events carry a template rendered per viewer (decided by type, never
+    by looking for a key in the payload's text, which users write)."""
+    return event.event_type in PER_RECIPIENT
 
 
 def encode_for(event: StoredEvent, user_id: int) -> str:

@@ -201,6 +201,8 @@ async def serve_http(
                 await serve_events(stream, head, svc, _peer(stream), frames)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 pass
+            except Exception:  # the boundary of one connection: log it, keep serving
+                log.exception("stream failed remote=%s", _peer(stream))
             finally:
                 await trio.aclose_forcefully(stream)
             return

@@ -13,6 +13,7 @@ format, or accepts it and hands a :class:`WsprotoTransport` to
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -36,7 +37,7 @@ from wsproto.events import (
     Request,
     TextMessage,
 )
-from wsproto.utilities import RemoteProtocolError
+from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
 from ..broker import FLUSH, Written
 from ..connection import MessageTooBig, PeerClosed, run_stream
@@ -50,6 +51,8 @@ log = logging.getLogger("trio_events.stream")
 
 RECEIVE_SIZE = 65536
 FRAME_TIMEOUT = 5.0  # seconds a peer gets to take one frame once it is started
+MIN_RATE = 64 * 1024  # bytes/s a peer must at least take for a large write
+LINGER = 1.0  # seconds to wait for the peer's close after ours (RFC 6455 7.1.1)
 
 
 def text_frame(payload: bytes) -> bytes:
@@ -120,6 +123,7 @@ class WsprotoTransport:
         self._messages: list[str | bytes] = []
         self._pending = b""
         self._broken = False
+        self._primed = False
         # The raw socket, for the fast path (plain TCP only; TLS always queues).
         socket = getattr(stream, "socket", None)
         self._fd: int | None = socket.fileno() if socket is not None else None
@@ -164,7 +168,8 @@ class WsprotoTransport:
             if self._pending:  # the rest of a frame the fast path started
                 data, self._pending = self._pending + data, b""
             with trio.CancelScope(shield=True) as scope:
-                scope.deadline = trio.current_time() + FRAME_TIMEOUT
+                # FRAME_TIMEOUT, plus time for a large batch at a modest rate
+                scope.deadline = trio.current_time() + FRAME_TIMEOUT + len(data) / MIN_RATE
                 try:
                     await self._stream.send_all(data)
                 except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
@@ -190,13 +195,28 @@ class WsprotoTransport:
         data = b"".join(b"" if f is FLUSH else wire(f) for f in frames)
         await self._write(data)  # pending bytes of a started frame go first
 
+    def _encode(self, event: Ping | Pong | CloseConnection) -> bytes:
+        """A control frame, or PeerClosed when the connection is past OPEN."""
+        if self._ws.state not in (ConnectionState.OPEN, ConnectionState.REMOTE_CLOSING):
+            raise PeerClosed
+        try:
+            return self._ws.send(event)
+        except LocalProtocolError as exc:
+            raise PeerClosed from exc
+
     async def ping(self) -> None:
         self._ping_payload = os.urandom(4)
         self._pong = trio.Event()
-        await self._write(self._ws.send(Ping(payload=self._ping_payload)))
+        if self._ws.state is not ConnectionState.OPEN:
+            raise PeerClosed
+        await self._write(self._encode(Ping(payload=self._ping_payload)))
         await self._pong.wait()
 
     async def receive(self) -> str | bytes:
+        if not self._primed:  # frames that arrived together with the handshake
+            self._primed = True
+            for event in self._ws.events():
+                await self._handle(event)
         while not self._messages:
             try:
                 data = await self._stream.receive_some(RECEIVE_SIZE)
@@ -225,22 +245,41 @@ class WsprotoTransport:
                 else:
                     self._messages.append(b"".join(parts))
         elif isinstance(event, Ping):
-            await self._write(self._ws.send(event.response()))
+            await self._write(self._encode(event.response()))
         elif isinstance(event, Pong):
             if bytes(event.payload) == self._ping_payload:
                 self._pong.set()
         elif isinstance(event, CloseConnection):
             if self._ws.state is ConnectionState.REMOTE_CLOSING:
-                await self._write(self._ws.send(event.response()))
+                await self._write(self._encode(event.response()))
             raise PeerClosed
 
     async def close(self, code: int, reason: str) -> None:
+        """Send our close frame, then linger for the peer's before hanging up.
+
+        Closing a socket with unread input makes the kernel reset it and drop
+        what is still queued for sending, such as the last frames of a 1001
+        drain and the close frame itself; so unless the peer is gone, we shut
+        our side for writing and read (and drop) until its close or EOF, for
+        at most ``LINGER`` seconds.
+        """
         try:
             self._fd = None  # no more fast-path writes to a descriptor about to close
             if self._ws.state is ConnectionState.OPEN and not self._broken:
-                await self._write(self._ws.send(CloseConnection(code=code, reason=reason)))
+                await self._write(self._encode(CloseConnection(code=code, reason=reason)))
+                await self._linger()
         finally:
             await self._stream.aclose()
+
+    async def _linger(self) -> None:
+        with trio.move_on_after(LINGER):
+            send_eof = getattr(self._stream, "send_eof", None)
+            if send_eof is not None:  # plain TCP; TLS has no half-close
+                with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                    await send_eof()
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                while await self._stream.receive_some(RECEIVE_SIZE):
+                    pass
 
 
 def _error_parts(
