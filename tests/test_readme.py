@@ -185,3 +185,54 @@ async def read_lines(process: trio.Process, count: int) -> list[str]:
     *lines, rest = buffer.split(b"\n", count)
     process._test_buffer = rest  # type: ignore[attr-defined]
     return [line.decode() for line in lines]
+
+
+async def test_run_serve_starts_and_stops(tmp_path: Path) -> None:
+    """The README's first command: ``./run serve`` (here with a free port and a
+    temporary data directory), then SIGTERM."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRIO_EVENTS_")}
+    log = tmp_path / "serve.log"
+    with log.open("wb") as stderr:
+        process = await trio.lowlevel.open_process(
+            [str(REPO / "run"), "serve", "--port", str(port), "--data-dir", str(tmp_path)],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
+        try:
+            with trio.fail_after(120):  # may install into .venv on a fresh checkout
+                while not await _healthy(port):
+                    assert process.poll() is None, log.read_text()
+                    await trio.sleep(0.2)
+            process.send_signal(signal.SIGTERM)
+            with trio.fail_after(30):
+                code = await process.wait()
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+    text = log.read_text()
+    assert code == 0, text[-2000:]
+    assert "created the first administrator user=admin password=" in text
+    assert "stopped" in text
+
+
+async def test_run_serve_refuses_an_impossible_port() -> None:
+    """The README's example of a configuration error, as written."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRIO_EVENTS_")}
+    env["TRIO_EVENTS_SERVER__PORT"] = "70000"
+    with trio.fail_after(120):
+        result = await trio.run_process(
+            [str(REPO / "run"), "serve"],
+            cwd=REPO,
+            env=env,
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+        )
+    assert result.returncode == 2
+    expected = "trio-events: error: server.port: must be between 0 and 65535, got 70000"
+    assert expected in README
+    assert result.stderr.decode().strip().splitlines()[-1] == expected
