@@ -332,3 +332,33 @@ async def test_second_head_over_max_header_bytes_is_refused(tmp_path: Path) -> N
                 status = int(status_line.split(b" ")[1])
                 assert 400 <= status < 500, f"a {len(over)}-byte second head got {status_line!r}"
             await still_serving(server, client)
+
+
+async def test_shutdown_cuts_an_unfinished_request_after_graceful_timeout(
+    tmp_path: Path,
+) -> None:
+    """A request still waiting for its body does not hold shutdown past
+    ``server.graceful_timeout`` (its body timeout would be far longer)."""
+    graceful = 0.5
+    config = make_config(tmp_path, server={"graceful_timeout": graceful, "request_timeout": 60.0})
+    with trio.fail_after(TIMEOUT):
+        async with serving(config) as (server, client):
+            admin = await admin_actor(client)
+            room = await create_room(client, admin, "lobby", "Public")
+            token = await bearer_token(client, admin)
+            head = request_head(
+                f"/api/v1/rooms/{room}/messages",
+                [
+                    *bearer(token),
+                    ("Content-Type", "application/json"),
+                    ("Content-Length", "1000"),
+                ],
+                method="POST",
+            )
+            stream = await connect(server)
+            await stream.send_all(head + b'{"content": "')  # and then nothing more
+            await trio.sleep(0.2)  # the handler is now waiting for the body
+            started = trio.current_time()
+        elapsed = trio.current_time() - started  # leaving `serving` shut the server down
+        await stream.aclose()
+    assert elapsed < graceful + MARGIN + 1.0, f"shutdown took {elapsed:.2f}s"
