@@ -33,6 +33,7 @@ from .rest_helpers import (
     post_batch,
     user_actors,
 )
+from .resume_helpers import open_resume
 from .stream_helpers import (
     CREATED,
     DELETED,
@@ -395,6 +396,13 @@ async def test_slow_consumer_4008(tmp_path: Path) -> None:
                 await post(client, admin, room)
                 last = await latest_event_id(server)
                 assert summary(await fast.until(last)) == [(CREATED, room), (ROOM_UPDATED, room)]
+                dropped_at = slow.last_event_id  # alice processed nothing after Hello
+            # ... and resuming from there loses nothing (README, delivery guarantee 7)
+            async with open_resume(server, list(alice.headers.items()), dropped_at) as again:
+                assert again.hello["resumed"] is True
+                replayed = await again.until(last)
+            created = [f for f in replayed if f["type"] == CREATED]
+            assert len(created) == posted + 1
             await wait_subscribers(server, 0)
 
 
