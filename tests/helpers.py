@@ -103,3 +103,13 @@ def assert_error(response: httpx.Response, status: int, text: str | None = None)
     if text is not None:
         assert body["errorText"] == text
     return body
+
+
+async def healthy(port: int) -> bool:
+    """Whether a server on ``port`` (e.g. a child process) answers /healthz yet."""
+    try:
+        async with httpx.AsyncClient() as client:
+            response = await client.get(f"http://127.0.0.1:{port}/healthz")
+    except httpx.TransportError:
+        return False
+    return response.status_code == 200

@@ -347,3 +347,30 @@ async def ignore_pings(
     finally:
         await stream.aclose()
     return pings, code
+
+
+@contextlib.asynccontextmanager
+async def bearer_stream(
+    url: str, token: str, since: int | None
+) -> AsyncIterator[tuple[WebSocketConnection, Json]]:
+    """A stream at ``url`` (``.../api/v1/events``) with a bearer token, resumed
+    from ``since`` if given; yields it and its Hello data, reads nothing more.
+
+    trio-websocket leaves the TCP stream open after an abnormal close, so it
+    is closed here.
+    """
+    if since is not None:
+        url += f"?since={since}"
+    headers = [(b"Authorization", f"Bearer {token}".encode())]
+    connection: WebSocketConnection | None = None
+    try:
+        async with open_websocket_url(
+            url, extra_headers=headers, message_queue_size=0, max_message_size=16 << 20
+        ) as ws:
+            connection = ws
+            hello = json.loads(await ws.get_message())
+            assert hello["type"] == "Hello", hello
+            yield ws, hello["data"]
+    finally:
+        if connection is not None:
+            await connection._stream.aclose()

@@ -26,7 +26,7 @@ import attrs
 import httpx
 import pytest
 import trio
-from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
+from trio_websocket import ConnectionClosed, WebSocketConnection
 
 from .fault_helpers import (
     ADMIN_PASSWORD,
@@ -36,6 +36,7 @@ from .fault_helpers import (
     report,
     write_config,
 )
+from .stream_helpers import bearer_stream
 
 SEED = 20261129
 WRITERS = 3
@@ -67,28 +68,11 @@ class Reader:
 async def reader_stream(
     server: ServerProcess, reader: Reader, since: int | None
 ) -> AsyncIterator[tuple[WebSocketConnection, dict[str, Any]]]:
-    """An events stream for ``reader`` and its Hello data.
-
-    trio-websocket leaves the TCP stream open after an abnormal close, so it
-    is closed here.
-    """
+    """An events stream for ``reader`` and its Hello data."""
     url = server.url.replace("http", "ws", 1) + "/api/v1/events"
-    if since is not None:
-        url += f"?since={since}"
-    headers = [(b"Authorization", f"Bearer {reader.token}".encode())]
-    connection: WebSocketConnection | None = None
-    try:
-        async with open_websocket_url(
-            url, extra_headers=headers, message_queue_size=0, max_message_size=16 << 20
-        ) as ws:
-            connection = ws
-            hello = json.loads(await ws.get_message())
-            assert hello["type"] == "Hello", hello
-            reader.connections += 1
-            yield ws, hello["data"]
-    finally:
-        if connection is not None:
-            await connection._stream.aclose()
+    async with bearer_stream(url, reader.token, since) as (ws, hello):
+        reader.connections += 1
+        yield ws, hello
 
 
 async def read_until_closed(ws: WebSocketConnection, reader: Reader) -> None:

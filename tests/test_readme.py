@@ -22,6 +22,8 @@ import httpx
 import pytest
 import trio
 
+from .helpers import healthy
+
 REPO = Path(__file__).resolve().parent.parent
 README = (REPO / "README.md").read_text()
 CLI = str(Path(sys.executable).parent / "trio-events")
@@ -56,14 +58,6 @@ class Served:
         )
 
 
-async def _healthy(port: int) -> bool:
-    try:
-        async with httpx.AsyncClient() as client:
-            return (await client.get(f"http://127.0.0.1:{port}/healthz")).status_code == 200
-    except httpx.TransportError:
-        return False
-
-
 @pytest.fixture
 async def served(tmp_path: Path) -> AsyncIterator[Served]:
     shutil.copyfile(REPO / "config.toml", tmp_path / "config.toml")
@@ -79,7 +73,7 @@ async def served(tmp_path: Path) -> AsyncIterator[Served]:
     )
     try:
         with trio.fail_after(30):
-            while not await _healthy(port):
+            while not await healthy(port):
                 assert process.poll() is None, "the server did not start"
                 await trio.sleep(0.1)
         yield Served(tmp_path, port, env)
@@ -203,7 +197,7 @@ async def test_run_serve_starts_and_stops(tmp_path: Path) -> None:
         )
         try:
             with trio.fail_after(120):  # may install into .venv on a fresh checkout
-                while not await _healthy(port):
+                while not await healthy(port):
                     assert process.poll() is None, log.read_text()
                     await trio.sleep(0.2)
             process.send_signal(signal.SIGTERM)

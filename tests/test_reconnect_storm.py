@@ -11,20 +11,19 @@ living Trio tasks is back to what it was before the first client connected.
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import attrs
 import pytest
 import trio
-from trio_websocket import WebSocketConnection, open_websocket_url
+from trio_websocket import WebSocketConnection
 
 import trio_events
 
 from .helpers import create_user, make_config, serving
 from .rest_helpers import admin_actor, create_room, latest_event_id, post
-from .stream_helpers import CREATED, Json, parse, wait_until
+from .stream_helpers import CREATED, Json, bearer_stream, parse, wait_until
 
 USERS = 20
 STREAMS_PER_USER = 10
@@ -57,24 +56,11 @@ async def stream(
 ) -> AsyncIterator[WebSocketConnection]:
     """An events stream for ``client`` whose Hello has been read; closed after the block."""
     url = server.url.replace("http", "ws", 1) + "/api/v1/events"
-    if since is not None:
-        url += f"?since={since}"
-    headers = [(b"Authorization", f"Bearer {client.token}".encode())]
-    connection: WebSocketConnection | None = None
-    try:
-        async with open_websocket_url(
-            url, extra_headers=headers, message_queue_size=0, max_message_size=16 << 20
-        ) as ws:
-            connection = ws
-            hello = json.loads(await ws.get_message())
-            assert hello["type"] == "Hello", hello
-            if since is None:
-                client.last = int(hello["data"]["eventId"])
-            client.resumed = bool(hello["data"].get("resumed"))
-            yield ws
-    finally:
-        if connection is not None:
-            await connection._stream.aclose()
+    async with bearer_stream(url, client.token, since) as (ws, hello):
+        if since is None:
+            client.last = int(hello["eventId"])
+        client.resumed = bool(hello.get("resumed"))
+        yield ws
 
 
 async def read_until(ws: WebSocketConnection, client: Client, target: int) -> None:

@@ -9,9 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import httpx
 import pytest
 import trio
+
+from .helpers import healthy
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -52,10 +53,9 @@ async def test_zipapp_builds_and_serves(tmp_path: Path) -> None:
         )
         try:
             with trio.fail_after(60):
-                async with httpx.AsyncClient() as client:
-                    while not await _healthy(client, port):
-                        assert process.poll() is None, log.read_text()
-                        await trio.sleep(0.2)
+                while not await healthy(port):
+                    assert process.poll() is None, log.read_text()
+                    await trio.sleep(0.2)
             process.send_signal(signal.SIGTERM)
             with trio.fail_after(20):
                 code = await process.wait()
@@ -67,11 +67,3 @@ async def test_zipapp_builds_and_serves(tmp_path: Path) -> None:
     assert code == 0, err[-2000:]
     assert "created the first administrator" in err
     assert (data / "trio_events.sqlite3").exists()
-
-
-async def _healthy(client: httpx.AsyncClient, port: int) -> bool:
-    try:
-        response = await client.get(f"http://127.0.0.1:{port}/healthz")
-    except httpx.TransportError:
-        return False
-    return response.status_code == 200

@@ -185,9 +185,6 @@ def _events_after(event_id: int, tx: Tx) -> list[StoredEvent]:
     return tx.events_after(event_id, BATCH)
 
 
-encode_frame = encode_shared  # kept for callers of the broker module
-
-
 class Broker:
     def __init__(self, store: Store, queue_size: int, poll_interval: float = 1.0) -> None:
         self._store = store
@@ -356,7 +353,7 @@ class Broker:
         if not users:
             return
         payload = json.loads(event.payload) if is_per_recipient(event) else None
-        shared = encode_frame(event) if payload is None else None
+        shared = encode_shared(event) if payload is None else None
         rendered: dict[tuple[object, ...], str] = {}
         for user_id in users:
             if shared is not None:
@@ -378,7 +375,9 @@ class Broker:
                     )
                 frame = cached
             touched = self._touched
-            for subscriber in list(self._by_user.get(user_id, ())):
+            # No copy: nothing below (writes, end(), on_end) unregisters a stream;
+            # that happens only when its `subscribe` block exits, in its own task.
+            for subscriber in self._by_user.get(user_id, ()):
                 if touched is not None and subscriber.hold(frame):
                     if len(subscriber._held or ()) == 1:
                         touched.append(subscriber)

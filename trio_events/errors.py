@@ -12,6 +12,7 @@
     ├── Conflict             409  the change contradicts the current state
     ├── PayloadTooLarge      413
     ├── UnsupportedMediaType 415
+    ├── HeaderTooLarge       431  request head over server.max_header_bytes
     ├── RateLimited          429  carries ``retry_after`` seconds
     └── ServiceUnavailable   503  storage busy or shutting down
 
@@ -27,6 +28,7 @@ __all__ = [
     "BadRequest",
     "Conflict",
     "Forbidden",
+    "HeaderTooLarge",
     "MethodNotAllowed",
     "NotFound",
     "PayloadTooLarge",
@@ -41,9 +43,11 @@ __all__ = [
 class ApiError(Exception):
     status: int = 500
 
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, status: int | None = None) -> None:
         super().__init__(text)
         self.text = text
+        if status is not None:  # a status this hierarchy has no class for (426, ...)
+            self.status = status
 
 
 class BadRequest(ApiError):
@@ -80,6 +84,10 @@ class PayloadTooLarge(ApiError):
 
 class UnsupportedMediaType(ApiError):
     status = 415
+
+
+class HeaderTooLarge(ApiError):
+    status = 431
 
 
 class RateLimited(ApiError):

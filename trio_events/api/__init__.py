@@ -8,7 +8,7 @@ import time
 from quart import Response, g, request
 from quart_trio import QuartTrio
 
-from ..errors import ApiError
+from ..errors import HeaderTooLarge
 from ..services import Services
 from . import attachments, docs, events, health, messages, rooms, session, users, web
 from .common import EXTENSION_KEY
@@ -59,9 +59,7 @@ def create_app(svc: Services) -> QuartTrio:
             + sum(len(name) + len(value) + 4 for name, value in request.headers.items())
         )
         if head > limit:
-            too_big = ApiError(f"The request head is larger than {limit} bytes")
-            too_big.status = 431
-            raise too_big
+            raise HeaderTooLarge(f"The request head is larger than {limit} bytes")
 
     @app.after_request
     async def log_request(response: Response) -> Response:

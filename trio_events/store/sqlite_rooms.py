@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sqlite3
 
-from ..acl import AclSnapshot
 from ..errors import NotFound
 from ..model import LastMessage, Room, RoomState, RoomType, RoomUserFields
 
@@ -135,24 +134,6 @@ class RoomQueries:
         return cursor.rowcount == 1
 
     # who may see a room
-
-    def acl_snapshot(self) -> AclSnapshot:
-        """The whole access table, valid at the newest event id (same transaction)."""
-        event_id = self.latest_event_id()  # type: ignore[attr-defined]  # from MessageQueries
-        users = {
-            user_id: (bool(is_admin), status == "Active")
-            for user_id, is_admin, status in self._conn.execute(
-                "SELECT user_id, is_admin, status FROM users"
-            )
-        }
-        rooms = {
-            room_id: RoomType(room_type)
-            for room_id, room_type in self._conn.execute("SELECT room_id, room_type FROM rooms")
-        }
-        members: dict[int, set[int]] = {}
-        for room_id, user_id in self._conn.execute("SELECT room_id, user_id FROM room_members"):
-            members.setdefault(room_id, set()).add(user_id)
-        return AclSnapshot(event_id=int(event_id), users=users, rooms=rooms, members=members)
 
     def room_audience(self, room: Room) -> set[int]:
         """Active users who may access the room: admins, members, or all if Public."""

@@ -5,8 +5,17 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable
 
+from ..acl import AclSnapshot
 from ..errors import Conflict, NotFound
-from ..model import Avatar, Credential, CredentialKind, StoredEvent, User, UserStatus
+from ..model import (
+    Avatar,
+    Credential,
+    CredentialKind,
+    RoomType,
+    StoredEvent,
+    User,
+    UserStatus,
+)
 from .base import AvatarOwner, UserUpdate
 from .sqlite_messages import MessageQueries
 from .sqlite_rooms import RoomQueries
@@ -48,6 +57,26 @@ class SqliteTx(RoomQueries, MessageQueries):
         # Run by the store right after COMMIT / ROLLBACK, still under the write lock.
         self.committed_callbacks: list[Callable[[], None]] = []
         self.rollback_callbacks: list[Callable[[], None]] = []
+
+    # the access table, for the broker (it needs rooms and the event log alike)
+
+    def acl_snapshot(self) -> AclSnapshot:
+        """The whole access table, valid at the newest event id (same transaction)."""
+        event_id = self.latest_event_id()
+        users = {
+            user_id: (bool(is_admin), status == "Active")
+            for user_id, is_admin, status in self._conn.execute(
+                "SELECT user_id, is_admin, status FROM users"
+            )
+        }
+        rooms = {
+            room_id: RoomType(room_type)
+            for room_id, room_type in self._conn.execute("SELECT room_id, room_type FROM rooms")
+        }
+        members: dict[int, set[int]] = {}
+        for room_id, user_id in self._conn.execute("SELECT room_id, user_id FROM room_members"):
+            members.setdefault(room_id, set()).add(user_id)
+        return AclSnapshot(event_id=int(event_id), users=users, rooms=rooms, members=members)
 
     # users
 

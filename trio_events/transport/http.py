@@ -31,7 +31,7 @@ from hypercorn.trio.tcp_server import TCPServer
 from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.utils import wrap_app
 
-from ..errors import ApiError
+from ..errors import HeaderTooLarge
 from ..services import Services
 from .websocket import FrameCache, error_response, serve_events
 
@@ -190,8 +190,7 @@ async def serve_http(
             return
         end = head.find(b"\r\n\r\n")
         if end < 0 or end + 4 > max_head:
-            too_big = ApiError(f"The request head is larger than {max_head} bytes")
-            too_big.status = 431
+            too_big = HeaderTooLarge(f"The request head is larger than {max_head} bytes")
             with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
                 await stream.send_all(error_response(too_big))
             await trio.aclose_forcefully(stream)

@@ -328,8 +328,7 @@ async def serve_events(
         hint = exc.event_hint
         if isinstance(hint, RejectConnection):
             # wsproto's answer (its status and Sec-WebSocket-Version), with our body
-            error = ApiError(f"Invalid WebSocket handshake: {exc}")
-            error.status = hint.status_code
+            error = ApiError(f"Invalid WebSocket handshake: {exc}", hint.status_code)
             extra = [(n, v) for n, v in hint.headers if n.lower() != b"content-length"]
             await stream.send_all(error_response(error, extra))
         return
