@@ -266,3 +266,20 @@ async def test_cookie_secure_when_configured(tmp_path: Path) -> None:
             )
     (cookie,) = response.headers.get_list("set-cookie")
     assert "secure" in [part.strip().lower() for part in cookie.split(";")]
+
+
+async def test_one_address_spraying_user_names_is_limited(tmp_path: Path) -> None:
+    """Per address, the budget is ADDRESS_FACTOR times the per-name one (README)."""
+    from trio_events.services.auth import ADDRESS_FACTOR
+
+    rate = 1
+    config = make_config(tmp_path, auth={"login_rate": rate, "login_window": 60.0})
+    with trio.fail_after(TEST_TIMEOUT):
+        async with serving(config) as (_, client):
+            for n in range(rate * ADDRESS_FACTOR):  # each name stays within its own budget
+                wrong = {"userName": f"guess{n}", "password": "wrong-password"}
+                assert_error(await client.post("/api/v1/login", json=wrong), 401, BAD_LOGIN)
+            fresh = await client.post(
+                "/api/v1/login", json={"userName": "fresh-name", "password": "wrong-password"}
+            )
+    assert_error(fresh, 429)
