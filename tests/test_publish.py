@@ -65,15 +65,22 @@ async def test_publish_refuses_bad_events(
 @pytest.mark.parametrize(
     ("section", "values", "message"),
     [
-        ("bus", {"backend": "redis"}, "bus.backend"),
-        ("storage", {"backend": "postgresql"}, "storage.backend"),
+        ("bus", {"backend": "redis"}, "bus.url: a redis://"),
+        ("bus", {"backend": "redis", "url": "http://127.0.0.1:6379"}, "bus.url: a redis://"),
+        ("storage", {"backend": "postgresql"}, "storage.url: required"),
+        ("storage", {"backend": "postgresql", "url": "mysql://x/y"}, "storage.url: expected"),
+        (
+            "storage",
+            {"backend": "postgresql", "url": "postgresql://nobody@127.0.0.1:1/nothing"},
+            "storage.url: cannot connect to PostgreSQL",
+        ),
     ],
 )
-async def test_backends_not_built_yet_are_refused(
+async def test_cluster_backends_without_a_usable_url_are_refused(
     tmp_path: Path, section: str, values: dict[str, object], message: str
 ) -> None:
     from trio_events import ConfigError, open_server
 
-    with pytest.raises(ConfigError, match=message):
+    with pytest.raises(ConfigError, match=message), trio.fail_after(TEST_TIMEOUT):
         async with open_server(make_config(tmp_path, **{section: values})):
             pass

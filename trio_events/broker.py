@@ -1,12 +1,13 @@
 """The broker: one long-lived task that routes committed events to streams.
 
 Events reach it two ways.  The store calls :meth:`Broker.notify_committed`
-right after each commit of this process (cheap, in commit order); and every
-``poll_interval`` seconds the broker asks the log for anything newer than what
-it routed, which picks up writes of other processes (the CLI) and fills any
-gap.  The broker never trusts the first path for completeness: it routes
-strictly by consecutive event id and reads the log whenever the next id is
-not at hand.
+right after each commit of this process (cheap, in commit order), and a
+cluster bus (:mod:`.bus`) hands it the events other processes committed; and
+every ``poll_interval`` seconds the broker asks the log for anything newer than
+what it routed, which picks up writes of other processes (the CLI, or every
+process while the bus is down) and fills any gap.  The broker never trusts
+the first two paths for completeness: it routes strictly by consecutive event
+id and reads the log whenever the next id is not at hand.
 
 Routing an event is synchronous and never waits for a subscriber: each
 subscriber has a bounded memory channel, frames are handed over with
@@ -194,6 +195,7 @@ class Broker:
         self._by_user: dict[int, set[Subscriber]] = {}
         self._pending: deque[StoredEvent] = deque()
         self._wakeup = trio.Event()
+        self._poll_now = False
         self._routed = 0
         self._frames = 0
         self._drops = 0
@@ -272,6 +274,21 @@ class Broker:
             self._pending.popleft()  # the log still has them
         self._wakeup.set()
 
+    @property
+    def poll_interval(self) -> float:
+        return self._poll_interval
+
+    @poll_interval.setter
+    def poll_interval(self, seconds: float) -> None:
+        """Change how often the log is read (the bus shortens it while down)."""
+        self._poll_interval = seconds
+        self.request_poll()
+
+    def request_poll(self) -> None:
+        """Read the log soon, whatever is pending (e.g. after the bus reconnects)."""
+        self._poll_now = True
+        self._wakeup.set()
+
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Load the access table, then route until cancelled."""
         snapshot = await self._store.read(lambda tx: tx.acl_snapshot())
@@ -289,7 +306,8 @@ class Broker:
                     # run: one write per stream for all of them.
                     await trio.sleep(COALESCE)
                 self._wakeup = trio.Event()
-                await self._catch_up(poll=scope.cancelled_caught)
+                poll, self._poll_now = scope.cancelled_caught or self._poll_now, False
+                await self._catch_up(poll=poll)
                 busy_until = trio.current_time() + BUSY
         finally:
             self._store.remove_commit_listener(self.notify_committed)
@@ -312,8 +330,8 @@ class Broker:
             poll = len(events) == BATCH  # a full batch: there may be more
             self.route_many(events)
             if not events:
-                # The log has nothing newer, so whatever is pending lies past a
-                # gap in the ids (none is expected with one SQLite writer).
+                # The log has nothing newer (not expected: an event is in the
+                # log before anyone hears of it), so route what is pending.
                 while pending:
                     self.route(pending.popleft())
                 return

@@ -28,6 +28,7 @@ from .services import Services
 from .services.bootstrap import ensure_admin
 from .store import open_store
 from .tail import TailError, tail
+from .workers import check_workers, run_workers
 
 __all__ = ["main"]
 
@@ -61,6 +62,15 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("--host", help="address to listen on")
     p.add_argument("--port", type=int, help="port to listen on (0 picks a free one)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run N server processes on one port (needs PostgreSQL and Redis)",
+    )
+    # Set by a --workers supervisor for its workers: inherited listening sockets.
+    p.add_argument("--listen-fds", default="", help=argparse.SUPPRESS)
 
     p = sub.add_parser("init", help="write a config file and create the first admin")
     _common(p)
@@ -160,7 +170,7 @@ def tune_gc() -> None:
     gc.set_threshold(50_000, 20, 100)
 
 
-async def _serve_until_signal(config: Config) -> None:
+async def _serve_until_signal(config: Config, listen_fds: Sequence[int] = ()) -> None:
     shutdown = trio.Event()
 
     async def watch_signals(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -172,17 +182,41 @@ async def _serve_until_signal(config: Config) -> None:
 
     async with trio.open_nursery() as nursery:
         await nursery.start(watch_signals)
-        await nursery.start(serve, config, shutdown)
+        await nursery.start(partial(serve, config, shutdown, listen_fds=listen_fds))
         tune_gc()
         # serve() returns once `shutdown` is set and it has stopped gracefully;
         # watch_signals returned after the first signal, so a second Ctrl-C
         # interrupts a slow shutdown the usual way.
 
 
-def cmd_serve(args: argparse.Namespace) -> None:
+def cmd_serve(args: argparse.Namespace) -> int:
     config = _load(args)
+    check_workers(config, args.workers)
     configure_logging(config.server.log_level)
-    trio.run(_serve_until_signal, config)
+    if args.workers > 1:
+        return trio.run(_supervise_until_signal, config, args.argv, args.workers)
+    try:
+        fds = [int(fd) for fd in args.listen_fds.split(",") if fd]
+    except ValueError:
+        raise CliError(f"--listen-fds: expected descriptors, got {args.listen_fds!r}") from None
+    trio.run(_serve_until_signal, config, fds)
+    return 0
+
+
+async def _supervise_until_signal(config: Config, argv: Sequence[str], workers: int) -> int:
+    shutdown = trio.Event()
+    async with trio.open_nursery() as nursery:
+
+        async def watch_signals() -> None:
+            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                async for _ in signals:
+                    shutdown.set()
+                    return
+
+        nursery.start_soon(watch_signals)
+        code = await run_workers(config, argv, workers, shutdown)
+        nursery.cancel_scope.cancel()
+    return code
 
 
 def cmd_init(args: argparse.Namespace) -> None:
@@ -302,7 +336,9 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int | None]] = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    raw = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(raw)
+    args.argv = raw
     try:
         status = COMMANDS[args.command](args)
     except (ConfigError, CliError) as exc:

@@ -68,6 +68,11 @@ def _positive(instance: object, attribute: attrs.Attribute[Any], value: float) -
         raise _FieldError(attribute.name, f"must be greater than 0, got {value!r}")
 
 
+def _channel_name(instance: object, attribute: attrs.Attribute[Any], value: str) -> None:
+    if not 1 <= len(value) <= 200 or not value.isprintable() or " " in value:
+        raise _FieldError(attribute.name, f"must be 1 to 200 printable characters, got {value!r}")
+
+
 LogLevel = Literal["debug", "info", "warning", "error"]
 
 
@@ -111,6 +116,8 @@ class StorageConfig:
 class BusConfig:
     backend: Literal["local", "redis"] = "local"
     url: str = ""
+    channel: str = attrs.field(default="trio_events", validator=_channel_name)
+    fallback_poll_interval: float = attrs.field(default=0.25, validator=_in_range(0.01, 60))
 
 
 @attrs.frozen
@@ -161,6 +168,18 @@ class Config:
     auth: AuthConfig = AuthConfig()
     limits: LimitsConfig = LimitsConfig()
     bootstrap: BootstrapConfig = BootstrapConfig()
+
+    def __attrs_post_init__(self) -> None:
+        # Keys that only make sense together, checked once the whole file is read.
+        if self.storage.backend == "postgresql" and not self.storage.url:
+            raise ConfigError("storage.url: required when storage.backend is 'postgresql'")
+        if self.bus.backend == "redis" and not self.bus.url.startswith(
+            ("redis://", "rediss://", "unix://")
+        ):
+            raise ConfigError(
+                "bus.url: a redis://host[:port][/db] URL is required when bus.backend"
+                f" is 'redis', got {self.bus.url!r}"
+            )
 
     @property
     def data_dir(self) -> Path:

@@ -19,6 +19,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from .broker import Broker
+from .bus import RedisBus
 from .store import Store
 
 __all__ = ["CONTENT_TYPE", "Metrics"]
@@ -37,9 +38,10 @@ QUEUE_BUCKETS = (0, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000)
 
 
 class _BrokerCollector(Collector):
-    def __init__(self, broker: Broker, store: Store) -> None:
+    def __init__(self, broker: Broker, store: Store, bus: RedisBus | None) -> None:
         self._broker = broker
         self._store = store
+        self._bus = bus
 
     def collect(self) -> Iterator[Metric]:
         stats = self._broker.statistics()
@@ -75,14 +77,35 @@ class _BrokerCollector(Collector):
             "Write transactions rolled back.",
             value=store.failed_writes,
         )
+        if self._bus is not None:
+            yield GaugeMetricFamily(
+                "trio_events_bus_connected",
+                "1 while the Redis bus is connected; 0 while streams rely on polling the log.",
+                value=int(self._bus.connected),
+            )
+            yield CounterMetricFamily(
+                "trio_events_bus_published",
+                "Events this process published to the bus.",
+                value=self._bus.published,
+            )
+            yield CounterMetricFamily(
+                "trio_events_bus_received",
+                "Events of other processes received from the bus.",
+                value=self._bus.received,
+            )
+            yield CounterMetricFamily(
+                "trio_events_bus_reconnects",
+                "Attempts to reconnect to Redis after losing it.",
+                value=self._bus.reconnects,
+            )
 
 
 class Metrics:
     """Everything ``GET /metrics`` reports for one server."""
 
-    def __init__(self, broker: Broker, store: Store) -> None:
+    def __init__(self, broker: Broker, store: Store, bus: RedisBus | None = None) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        self.registry.register(_BrokerCollector(broker, store))
+        self.registry.register(_BrokerCollector(broker, store, bus))
         self.events_committed = Counter(
             "trio_events_events_committed",
             "Events appended to the log by this process.",

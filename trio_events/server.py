@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import ssl
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncIterator, Collection, Sequence
 from functools import partial
 from typing import Any
 from urllib.parse import urlsplit
@@ -27,7 +27,7 @@ import trio
 from hypercorn.config import Config as HypercornConfig
 
 from .api import create_app
-from .config import Config, ConfigError
+from .config import Config
 from .retention import run_retention
 from .services import Services
 from .services.bootstrap import ensure_admin
@@ -104,10 +104,14 @@ def ssl_context(config: Config) -> ssl.SSLContext | None:
 
 
 @contextlib.asynccontextmanager
-async def open_server(config: Config) -> AsyncIterator[RunningServer]:
-    """Start the whole server; yield once it accepts connections; stop on exit."""
-    if config.bus.backend != "local":
-        raise ConfigError(f"bus.backend: {config.bus.backend!r} is not available in this version")
+async def open_server(
+    config: Config, *, listen_fds: Sequence[int] = ()
+) -> AsyncIterator[RunningServer]:
+    """Start the whole server; yield once it accepts connections; stop on exit.
+
+    ``listen_fds``: accept on these inherited listening sockets (a worker of
+    ``serve --workers``) instead of binding ``server.host``/``server.port``.
+    """
     async with open_store(config) as store:
         svc = Services.build(config, store)
         await trio.to_thread.run_sync(svc.attachments.files.prepare)
@@ -123,6 +127,8 @@ async def open_server(config: Config) -> AsyncIterator[RunningServer]:
         shutdown = trio.Event()
         async with trio.open_nursery() as nursery:
             await nursery.start(svc.broker.run)
+            if svc.bus is not None:
+                await nursery.start(svc.bus.run)
             await nursery.start(run_retention, store, config.events)
             async with trio.open_nursery() as http:
                 urls: list[str] = await http.start(
@@ -133,6 +139,7 @@ async def open_server(config: Config) -> AsyncIterator[RunningServer]:
                         hypercorn_config(config),
                         ssl_context(config),
                         shutdown.wait,
+                        listen_fds=listen_fds,
                     )
                 )
                 log.info("listening urls=%s data=%s", ",".join(urls), config.data_dir)
@@ -151,10 +158,11 @@ async def serve(
     config: Config,
     shutdown: trio.Event,
     *,
+    listen_fds: Sequence[int] = (),
     task_status: trio.TaskStatus[RunningServer] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve until ``shutdown`` is set; report the running server when ready."""
-    async with open_server(config) as server:
+    async with open_server(config, listen_fds=listen_fds) as server:
         task_status.started(server)
         await shutdown.wait()
         log.info("shutting down")

@@ -30,7 +30,14 @@ async def readyz() -> Response:
             await services().store.ping()
         except Exception as exc:  # readiness reports the failure instead of raising it
             return json_response({"errorText": f"storage unavailable: {type(exc).__name__}"}, 503)
-        return ok(status="ready", storage="ok")
+        bus = services().bus
+        if bus is None:
+            return ok(status="ready", storage="ok")
+        if bus.connected:
+            return ok(status="ready", storage="ok", bus="ok")
+        # Still serving every event (read from the log), only later: stay in
+        # rotation, and say so.
+        return ok(status="degraded", storage="ok", bus="unavailable")
     return json_response({"errorText": "storage did not answer in time"}, 503)
 
 

@@ -10,6 +10,7 @@ import attrs
 import trio
 
 from ..broker import Broker
+from ..bus import RedisBus
 from ..config import Config
 from ..errors import BadRequest, NotFound
 from ..events import EventType
@@ -48,6 +49,7 @@ class Services:
     attachments: AttachmentService
     broker: Broker
     metrics: Metrics
+    bus: RedisBus | None = None  # None: one process, the in-process bus
     started_at: float = attrs.field(factory=trio.current_time)
 
     async def publish(
@@ -80,7 +82,8 @@ class Services:
     def build(cls, config: Config, store: Store) -> Services:
         files = FileStore(config.data_dir / "files")
         broker = Broker(store, config.events.send_queue_size)
-        metrics = Metrics(broker, store)
+        bus = RedisBus(config.bus, broker, store) if config.bus.backend == "redis" else None
+        metrics = Metrics(broker, store, bus)
         store.observe = metrics.store_observer()
         store.add_commit_listener(lambda events: metrics.committed(len(events)))
         return cls(
@@ -93,4 +96,5 @@ class Services:
             attachments=AttachmentService(store, files, config.limits),
             broker=broker,
             metrics=metrics,
+            bus=bus,
         )

@@ -28,7 +28,8 @@ from ..config import StorageConfig
 from ..errors import ServiceUnavailable
 from ..model import StoredEvent
 from .base import CommitListener, StoreStatistics, Tx
-from .sqlite_tx import SqliteTx
+from .dialect import SqliteDb
+from .queries import SqlTx
 
 __all__ = ["SqliteStore", "apply_migrations", "open_sqlite_store"]
 
@@ -98,7 +99,7 @@ class SqliteStore:
         conn: sqlite3.Connection, begin: str, fn: Callable[[Tx], T]
     ) -> tuple[T, list[StoredEvent]]:
         conn.execute(begin)
-        tx = SqliteTx(conn)
+        tx = SqlTx(SqliteDb(conn))
         try:
             result = fn(tx)
             conn.execute("COMMIT")

@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import socket
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from typing import Any
 
@@ -151,9 +152,14 @@ async def serve_http(
     ssl_context: ssl.SSLContext | None,
     shutdown_trigger: Callable[[], Awaitable[None]],
     *,
+    listen_fds: Sequence[int] = (),
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Listen, dispatch every connection, and stop gracefully when triggered."""
+    """Listen, dispatch every connection, and stop gracefully when triggered.
+
+    ``listen_fds``: listening sockets inherited from a ``--workers``
+    supervisor, used instead of binding ``hc.bind``.
+    """
     asgi = wrap_app(app, hc.wsgi_max_body_size, None)
     state: dict[str, Any] = {}
     lifespan = Lifespan(asgi, hc, state)
@@ -162,9 +168,14 @@ async def serve_http(
     head_timeout = svc.config.server.header_timeout
     max_head = svc.config.server.max_header_bytes
     host, _, port = hc.bind[0].rpartition(":")
-    listeners: list[Any] = list(
-        await trio.open_tcp_listeners(int(port), host=host.strip("[]") or None)
-    )
+    listeners: list[Any]
+    if listen_fds:
+        listeners = [
+            trio.SocketListener(trio.socket.from_stdlib_socket(socket.socket(fileno=fd)))
+            for fd in listen_fds
+        ]
+    else:
+        listeners = list(await trio.open_tcp_listeners(int(port), host=host.strip("[]") or None))
     if ssl_context is not None:
         listeners = [trio.SSLListener(lst, ssl_context, https_compatible=True) for lst in listeners]
     scheme = "https" if ssl_context is not None else "http"

@@ -1,11 +1,10 @@
-"""SQLite queries for rooms, memberships, pins and read counters."""
+"""SQL for rooms, memberships, pins and read counters (both dialects)."""
 
 from __future__ import annotations
 
-import sqlite3
-
 from ..errors import NotFound
 from ..model import LastMessage, Room, RoomState, RoomType, RoomUserFields
+from .dialect import Db
 
 __all__ = ["RoomQueries"]
 
@@ -27,7 +26,7 @@ def _room(row: tuple[int, str, str, int, int, int, int]) -> Room:
 
 
 class RoomQueries:
-    _conn: sqlite3.Connection
+    _conn: Db
 
     def get_room(self, room_id: int) -> Room | None:
         row = self._conn.execute(
@@ -42,12 +41,12 @@ class RoomQueries:
         ]
 
     def insert_room(self, display_name: str, room_type: RoomType, now: int) -> Room:
-        cursor = self._conn.execute(
+        room_id = self._conn.insert(
             "INSERT INTO rooms (display_name, room_type, created_utc, last_modified_utc)"
-            " VALUES (?, ?, ?, ?)",
+            " VALUES (?, ?, ?, ?) RETURNING room_id",
             (display_name, str(room_type), now, now),
         )
-        room = self.get_room(int(cursor.lastrowid or 0))
+        room = self.get_room(room_id)
         assert room is not None
         return room
 
@@ -124,7 +123,7 @@ class RoomQueries:
         """Pin or unpin; return whether anything changed."""
         if pinned:
             cursor = self._conn.execute(
-                "INSERT OR IGNORE INTO room_pins (room_id, user_id) VALUES (?, ?)",
+                "INSERT INTO room_pins (room_id, user_id) VALUES (?, ?) ON CONFLICT DO NOTHING",
                 (room_id, user_id),
             )
         else:
@@ -162,9 +161,9 @@ class RoomQueries:
 
     def add_room_reads(self, room_id: int, user_ids: list[int], delta: int) -> None:
         self._conn.executemany(
-            "INSERT INTO room_reads (room_id, user_id, read_count) VALUES (?, ?, max(?, 0))"
-            " ON CONFLICT (room_id, user_id) DO UPDATE SET read_count = read_count + ?",
-            [(room_id, user_id, delta, delta) for user_id in user_ids],
+            "INSERT INTO room_reads (room_id, user_id, read_count) VALUES (?, ?, ?)"
+            " ON CONFLICT (room_id, user_id) DO UPDATE SET read_count = room_reads.read_count + ?",
+            [(room_id, user_id, max(delta, 0), delta) for user_id in user_ids],
         )
 
     def last_message(self, room_id: int) -> LastMessage | None:

@@ -1,8 +1,13 @@
-"""The queries of the SQLite backend, run inside one transaction by :mod:`.sqlite`."""
+"""The queries of one transaction, in the SQL both backends speak.
+
+:mod:`.sqlite` and :mod:`.postgres` run them over their own connections through
+the small :class:`~.dialect.Db` interface: placeholders are written ``?``,
+new ids come from ``RETURNING``, and the few differences between the two
+dialects live in :mod:`.dialect`, not here.
+"""
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Callable
 
 from ..acl import AclSnapshot
@@ -17,10 +22,11 @@ from ..model import (
     UserStatus,
 )
 from .base import AvatarOwner, UserUpdate
-from .sqlite_messages import MessageQueries
-from .sqlite_rooms import RoomQueries
+from .dialect import Db
+from .queries_messages import MessageQueries
+from .queries_rooms import RoomQueries
 
-__all__ = ["SqliteTx"]
+__all__ = ["SqlTx"]
 
 _USER_COLUMNS = "user_id, user_name, display_name, is_admin, status, created_utc, last_modified_utc"
 
@@ -48,10 +54,10 @@ def _credential(row: tuple[int, int, str, str, int, int | None]) -> Credential:
     )
 
 
-class SqliteTx(RoomQueries, MessageQueries):
+class SqlTx(RoomQueries, MessageQueries):
     """Implements :class:`~trio_events.store.base.Tx` over one connection."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: Db) -> None:
         self._conn = conn
         self.appended: list[StoredEvent] = []  # events this transaction appended
         # Run by the store right after COMMIT / ROLLBACK, still under the write lock.
@@ -98,7 +104,8 @@ class SqliteTx(RoomQueries, MessageQueries):
 
     def get_user_by_name(self, user_name: str) -> User | None:
         row = self._conn.execute(
-            f"SELECT {_USER_COLUMNS} FROM users WHERE user_name = ?", (user_name,)
+            f"SELECT {_USER_COLUMNS} FROM users WHERE {self._conn.user_name_equals}",
+            (user_name,),
         ).fetchone()
         return _user(row) if row else None
 
@@ -115,15 +122,14 @@ class SqliteTx(RoomQueries, MessageQueries):
     def insert_user(
         self, user_name: str, display_name: str, password_hash: str, is_admin: bool, now: int
     ) -> User:
-        try:
-            cursor = self._conn.execute(
-                "INSERT INTO users (user_name, display_name, password_hash, is_admin,"
-                " created_utc, last_modified_utc) VALUES (?, ?, ?, ?, ?, ?)",
-                (user_name, display_name, password_hash, int(is_admin), now, now),
-            )
-        except sqlite3.IntegrityError:
-            raise Conflict(f"A user named {user_name!r} already exists") from None
-        user = self.get_user(int(cursor.lastrowid or 0))
+        if self.get_user_by_name(user_name) is not None:
+            raise Conflict(f"A user named {user_name!r} already exists")
+        user_id = self._conn.insert(
+            "INSERT INTO users (user_name, display_name, password_hash, is_admin,"
+            " created_utc, last_modified_utc) VALUES (?, ?, ?, ?, ?, ?) RETURNING user_id",
+            (user_name, display_name, password_hash, int(is_admin), now, now),
+        )
+        user = self.get_user(user_id)
         assert user is not None
         return user
 
@@ -160,13 +166,13 @@ class SqliteTx(RoomQueries, MessageQueries):
         now: int,
         expires_utc: int | None,
     ) -> Credential:
-        cursor = self._conn.execute(
+        credential_id = self._conn.insert(
             "INSERT INTO credentials (user_id, kind, secret_hash, created_utc, expires_utc)"
-            " VALUES (?, ?, ?, ?, ?)",
+            " VALUES (?, ?, ?, ?, ?) RETURNING credential_id",
             (user_id, str(kind), secret_hash, now, expires_utc),
         )
         return Credential(
-            credential_id=int(cursor.lastrowid or 0),
+            credential_id=credential_id,
             user_id=user_id,
             kind=kind,
             secret_hash=secret_hash,

@@ -1,9 +1,8 @@
-"""SQLite queries for messages, comments, read receipts and the event log."""
+"""SQL for messages, comments, read receipts and the event log (both dialects)."""
 
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -23,6 +22,7 @@ from ..model import (
     ReadTimestamp,
     StoredEvent,
 )
+from .dialect import Db
 
 __all__ = ["MessageQueries"]
 
@@ -95,7 +95,7 @@ def _stored(row: Sequence[Any]) -> StoredEvent:
 
 
 class MessageQueries:
-    _conn: sqlite3.Connection
+    _conn: Db
     appended: list[StoredEvent]
     committed_callbacks: list[Callable[[], None]]
     rollback_callbacks: list[Callable[[], None]]
@@ -150,12 +150,12 @@ class MessageQueries:
         content_hash: str,
         now: int,
     ) -> int:
-        cursor = self._conn.execute(
+        return self._conn.insert(
             "INSERT INTO attachments (message_id, room_id, file_name, file_size, file_checksum,"
-            " content_hash, created_utc, last_modified_utc) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            " content_hash, created_utc, last_modified_utc) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+            " RETURNING attachment_id",
             (message_id, room_id, file_name, file_size, file_checksum, content_hash, now, now),
         )
-        return int(cursor.lastrowid or 0)
 
     def delete_attachment(self, attachment_id: int) -> None:
         self._conn.execute("DELETE FROM attachments WHERE attachment_id = ?", (attachment_id,))
@@ -190,6 +190,8 @@ class MessageQueries:
         return self._with_reads([row])[0] if row else None
 
     def get_messages(self, message_ids: Sequence[int]) -> list[Message]:
+        if not message_ids:
+            return []
         marks = ",".join("?" * len(message_ids))
         rows = self._conn.execute(
             f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE message_id IN ({marks})"
@@ -221,10 +223,10 @@ class MessageQueries:
     def insert_message(
         self, room_id: int, parent_id: int, user_id: int, new: NewMessage, now: int
     ) -> int:
-        cursor = self._conn.execute(
+        return self._conn.insert(
             "INSERT INTO messages (room_id, parent_message_id, user_id, text, markup_type,"
             " message_type, priority, issue_properties, meeting_properties, created_utc,"
-            " last_modified_utc) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " last_modified_utc) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING message_id",
             (
                 room_id,
                 parent_id,
@@ -239,7 +241,6 @@ class MessageQueries:
                 now,
             ),
         )
-        return int(cursor.lastrowid or 0)
 
     def update_message(self, message: Message) -> None:
         """Write back the editable fields of ``message``."""
@@ -286,7 +287,8 @@ class MessageQueries:
     def mark_read(self, message_id: int, user_id: int, now: int) -> bool:
         """Record the first read; return False when it was already recorded."""
         cursor = self._conn.execute(
-            "INSERT OR IGNORE INTO message_reads (message_id, user_id, read_utc) VALUES (?, ?, ?)",
+            "INSERT INTO message_reads (message_id, user_id, read_utc) VALUES (?, ?, ?)"
+            " ON CONFLICT DO NOTHING",
             (message_id, user_id, now),
         )
         return cursor.rowcount == 1
@@ -302,12 +304,11 @@ class MessageQueries:
         now: int,
     ) -> int:
         members = None if audience is None else sorted(audience)
-        cursor = self._conn.execute(
+        event_id = self._conn.insert(
             "INSERT INTO events (event_type, room_id, audience_user_ids, payload, created_utc)"
-            " VALUES (?, ?, ?, ?, ?)",
+            " VALUES (?, ?, ?, ?, ?) RETURNING event_id",
             (event_type, room_id, None if members is None else json.dumps(members), payload, now),
         )
-        event_id = int(cursor.lastrowid or 0)
         self.appended.append(
             StoredEvent(
                 event_id=event_id,
@@ -367,14 +368,15 @@ class MessageQueries:
             return 0
         cursor = self._conn.execute("DELETE FROM events WHERE event_id <= ?", (last,))
         self._conn.execute(
-            "UPDATE log_meta SET value = max(value, ?) WHERE name = 'trimmed_through'", (last,)
+            "UPDATE log_meta SET value = ? WHERE name = 'trimmed_through' AND value < ?",
+            (last, last),
         )
         return cursor.rowcount
 
     def latest_event_id(self) -> int:
         # The newest id ever committed, even if retention has trimmed it away.
-        (latest,) = self._conn.execute(
-            "SELECT max(coalesce((SELECT max(event_id) FROM events), 0),"
-            " (SELECT value FROM log_meta WHERE name = 'trimmed_through'))"
+        newest, trimmed = self._conn.execute(
+            "SELECT (SELECT max(event_id) FROM events),"
+            " (SELECT value FROM log_meta WHERE name = 'trimmed_through')"
         ).fetchone()
-        return int(latest)
+        return max(int(newest or 0), int(trimmed))

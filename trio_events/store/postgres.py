@@ -1,0 +1,247 @@
+"""PostgreSQL backend: psycopg 3 in worker threads, one cluster-wide write order.
+
+Why psycopg's synchronous API in threads: it is the maintained PostgreSQL
+driver, its pool (:mod:`psycopg_pool`) replaces broken connections by itself,
+and its async API is built on asyncio, not Trio.  Running each transaction as
+one synchronous function in ``trio.to_thread.run_sync`` is exactly how the
+SQLite backend works, so both share the queries (:mod:`.queries`), the
+transaction shape and the cancellation rule: a thread is never abandoned, a
+transaction always ends (commit or rollback) before its caller sees a
+cancellation.
+
+Commit-ordered event ids.  A plain sequence hands out ids in the order
+transactions *ask*, not the order they *commit*: with two concurrent writers,
+id 8 can become visible before id 7, and a broker that routed 8 would skip 7
+for ever.  So every write transaction, in every process, first takes one
+transaction-scoped advisory lock (``pg_advisory_xact_lock``) and holds it until
+its commit.  Writers therefore run one at a time cluster-wide, exactly like the
+SQLite backend's single writer: ids are assigned in commit order, and when a
+reader sees event N every event below N is already visible (PostgreSQL makes a
+commit visible before it releases the transaction's locks).  Ids may have holes
+(a rolled-back transaction consumes sequence values); brokers read the log to
+fill any gap, so a hole costs one query, never an event.  Reads are not
+serialized: they run in ``REPEATABLE READ READ ONLY`` snapshots on a pool of
+connections.  Waiting for the lock is bounded by ``storage.busy_timeout``
+(``lock_timeout``); past it the caller gets :class:`ServiceUnavailable`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from importlib import resources
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+import trio
+
+from ..config import ConfigError, StorageConfig
+from ..errors import ServiceUnavailable
+from ..model import StoredEvent
+from .base import CommitListener, StoreStatistics, Tx
+from .dialect import PostgresDb
+from .queries import SqlTx
+
+__all__ = ["WRITE_LOCK", "PostgresStore", "apply_pg_migrations", "open_postgres_store"]
+
+T = TypeVar("T")
+log = logging.getLogger("trio_events.store")
+
+# The advisory lock every write transaction holds (an arbitrary 64-bit key:
+# "trio_ev" in ASCII).  Anything else writing to this database must take it too.
+WRITE_LOCK = 0x7472696F5F6576
+
+
+def _migrations_dir() -> Path:
+    return Path(str(resources.files("trio_events.store") / "migrations" / "postgresql"))
+
+
+def yoyo_url(url: str) -> str:
+    """yoyo-migrations names the psycopg 3 driver in the URL scheme."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(scheme="postgresql+psycopg"))
+
+
+def check_url(url: str) -> None:
+    parts = urlsplit(url)
+    if parts.scheme not in ("postgresql", "postgres") or not parts.path.strip("/"):
+        raise ConfigError(
+            "storage.url: expected postgresql://[user[:password]@]host[:port]/database"
+            f" when storage.backend is 'postgresql', got {url!r}"
+        )
+
+
+def apply_pg_migrations(url: str) -> list[str]:
+    """Bring the database at ``url`` to the newest schema; return the ids applied.
+
+    The same migration ids as SQLite's, expressed for PostgreSQL; yoyo applies
+    each in its own transaction under its lock, so processes starting together
+    migrate once.
+    """
+    from yoyo import get_backend, read_migrations
+
+    backend = get_backend(yoyo_url(url))
+    try:
+        migrations = read_migrations(str(_migrations_dir()))
+        with backend.lock():
+            pending = backend.to_apply(migrations)
+            backend.apply_migrations(pending)
+        return [m.id for m in pending]
+    finally:
+        backend.connection.close()
+
+
+class PostgresStore:
+    """The :class:`~trio_events.store.base.Store` over one PostgreSQL database."""
+
+    def __init__(self, pool: Any, read_connections: int, busy_timeout: float) -> None:
+        self._pool = pool
+        self._busy_timeout = busy_timeout
+        # This process's writers queue here (fair, FIFO), so only one of its
+        # threads at a time waits for the cluster-wide lock.
+        self._write_lock = trio.Lock()
+        self._read_slots = trio.Semaphore(read_connections)
+        self._threads = trio.CapacityLimiter(read_connections + 1)
+        self._reads = 0
+        self._writes = 0
+        self._failed_writes = 0
+        self._listeners: list[CommitListener] = []
+        self.observe: Callable[[str, float], None] | None = None
+
+    def _run(self, write: bool, fn: Callable[[Tx], T]) -> tuple[T, list[StoredEvent]]:
+        import psycopg
+        from psycopg.pq import TransactionStatus
+
+        try:
+            with self._pool.connection(timeout=self._busy_timeout) as conn:
+                if write:
+                    conn.execute("BEGIN")
+                    conn.execute(f"SET LOCAL lock_timeout = {int(self._busy_timeout * 1000)}")
+                    conn.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
+                else:
+                    conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                tx = SqlTx(PostgresDb(conn))
+                try:
+                    result = fn(tx)
+                    conn.execute("COMMIT")
+                except BaseException:
+                    if not conn.closed and conn.info.transaction_status != TransactionStatus.IDLE:
+                        conn.execute("ROLLBACK")
+                    for callback in tx.rollback_callbacks:
+                        callback()
+                    raise
+        except psycopg.errors.LockNotAvailable:
+            raise ServiceUnavailable("Storage is busy, try again") from None
+        except psycopg.OperationalError as exc:
+            log.warning("storage unavailable error=%s", str(exc).strip().splitlines()[0])
+            raise ServiceUnavailable("Storage is unavailable, try again") from None
+        except Exception as exc:
+            if type(exc).__module__.startswith("psycopg_pool"):  # PoolTimeout
+                raise ServiceUnavailable("Storage is busy, try again") from None
+            raise
+        for callback in tx.committed_callbacks:
+            callback()
+        return result, tx.appended
+
+    async def read(self, fn: Callable[[Tx], T]) -> T:
+        started = trio.current_time()
+        try:
+            with trio.fail_after(self._busy_timeout):
+                await self._read_slots.acquire()
+        except trio.TooSlowError:
+            raise ServiceUnavailable("Storage is busy, try again") from None
+        try:
+            self._reads += 1
+            result, _ = await trio.to_thread.run_sync(self._run, False, fn, limiter=self._threads)
+            if self.observe is not None:
+                self.observe("read", trio.current_time() - started)
+            return result
+        finally:
+            self._read_slots.release()
+
+    async def write(self, fn: Callable[[Tx], T]) -> T:
+        started = trio.current_time()
+        try:
+            with trio.fail_after(self._busy_timeout):
+                await self._write_lock.acquire()
+        except trio.TooSlowError:
+            raise ServiceUnavailable("Storage is busy, try again") from None
+        try:
+            self._writes += 1
+            result, appended = await trio.to_thread.run_sync(
+                self._run, True, fn, limiter=self._threads
+            )
+            if self.observe is not None:
+                self.observe("write", trio.current_time() - started)
+            if appended:  # still under this process's lock: in commit order
+                for listener in self._listeners:
+                    listener(appended)
+            return result
+        except BaseException:
+            self._failed_writes += 1
+            raise
+        finally:
+            self._write_lock.release()
+
+    def add_commit_listener(self, listener: CommitListener) -> None:
+        self._listeners.append(listener)
+
+    def remove_commit_listener(self, listener: CommitListener) -> None:
+        self._listeners.remove(listener)
+
+    async def ping(self) -> None:
+        await self.read(lambda tx: tx.count_users())
+
+    def statistics(self) -> StoreStatistics:
+        return StoreStatistics(
+            reads=self._reads, writes=self._writes, failed_writes=self._failed_writes
+        )
+
+    def close(self) -> None:
+        self._pool.close()
+
+
+@contextlib.asynccontextmanager
+async def open_postgres_store(url: str, config: StorageConfig) -> AsyncIterator[PostgresStore]:
+    """Migrate the database at ``url`` and yield a store over it.
+
+    The pool (and its connections) is closed when the block exits, after every
+    call in flight has finished.
+    """
+    check_url(url)
+
+    def setup() -> PostgresStore:
+        import psycopg
+        from psycopg_pool import ConnectionPool, PoolTimeout
+
+        try:
+            applied = apply_pg_migrations(url)
+        except psycopg.OperationalError as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ConfigError(f"storage.url: cannot connect to PostgreSQL: {first}") from None
+        if applied:
+            log.info("migrations applied backend=postgresql ids=%s", ",".join(applied))
+        size = config.read_connections + 1
+        pool = ConnectionPool(
+            url,
+            min_size=size,
+            max_size=size,
+            kwargs={"autocommit": True},  # we issue BEGIN / COMMIT ourselves
+            open=False,
+            name="trio-events",
+        )
+        try:
+            pool.open(wait=True, timeout=max(config.busy_timeout, 1.0))
+        except PoolTimeout:
+            pool.close()
+            raise ConfigError("storage.url: PostgreSQL did not accept connections") from None
+        return PostgresStore(pool, config.read_connections, config.busy_timeout)
+
+    store = await trio.to_thread.run_sync(setup)
+    try:
+        yield store
+    finally:
+        with trio.CancelScope(shield=True):
+            await trio.to_thread.run_sync(store.close)
