@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from importlib import resources
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import trio
 
@@ -22,6 +23,7 @@ from . import __version__
 from .config import Config, ConfigError, default_config_path, load_config
 from .errors import ApiError
 from .logs import configure_logging
+from .migrate_storage import migrate_storage
 from .model import SYSTEM_USER
 from .server import serve
 from .services import Services
@@ -127,6 +129,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("token", help="print a new Web API token for a user")
     _common(p)
     p.add_argument("name")
+
+    p = sub.add_parser(
+        "migrate-storage",
+        help="copy this deployment's SQLite database into an empty PostgreSQL database",
+    )
+    _common(p)
+    p.add_argument(
+        "--to", required=True, metavar="URL", help="postgresql://user@host:port/database"
+    )
     return parser
 
 
@@ -325,6 +336,31 @@ def cmd_tail(args: argparse.Namespace) -> int:
         raise CliError(str(exc)) from None
 
 
+def cmd_migrate_storage(args: argparse.Namespace) -> int:
+    config = _load(args)
+    source = config.sqlite_path
+    print(f"copying {source} -> {_without_password(args.to)}")
+    counts = migrate_storage(source, args.to, progress=print)
+    width = max(len(c.table) for c in counts)
+    print("verified: row counts and largest ids match in both databases")
+    for c in counts:
+        largest = "" if c.max_id is None else f"  (largest id {c.max_id})"
+        print(f"  {c.table:<{width}}  {c.rows:>9} rows{largest}")
+    print(
+        'now set [storage] backend = "postgresql" and url to the new database;'
+        f" keep {config.data_dir / 'files'} (attachment bytes) with the data directory"
+    )
+    return 0
+
+
+def _without_password(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int | None]] = {
     "serve": cmd_serve,
     "init": cmd_init,
@@ -332,6 +368,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int | None]] = {
     "room": cmd_room,
     "token": cmd_token,
     "tail": cmd_tail,
+    "migrate-storage": cmd_migrate_storage,
 }
 
 
