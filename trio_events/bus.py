@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 import socket
 from collections.abc import Sequence
@@ -145,8 +146,12 @@ class RedisBus:
                 try:
                     await self._connected_session()
                 except* failures as group:
-                    # (except*: a cancellation in the same group still propagates)
-                    log.warning("redis unavailable url=%s error=%s", self._safe_url, _first(group))
+                    # (except*: a cancellation in the same group still propagates;
+                    # coredis may raise errors of its own while being cancelled)
+                    if trio.current_effective_deadline() != -math.inf:
+                        log.warning(
+                            "redis unavailable url=%s error=%s", self._safe_url, _first(group)
+                        )
                 if self.connected:
                     delay = 0.1  # it was up: retry quickly, then back off again
                 self._degraded()
