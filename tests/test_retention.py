@@ -3,6 +3,7 @@
 The log is filled with synthetic events whose ``created_utc`` the test picks,
 through a store without a broker, so ``trim_once(now=...)`` is exact.
 ``run_retention``'s schedule is checked in virtual time over a recording store.
+Everything that goes through the store runs on both backends (``backend_config``).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from trio_events.retention import RETENTION_BATCH, RETENTION_INTERVAL, run_reten
 from trio_events.store import Store, Tx, open_store
 
 from .helpers import TEST_TIMEOUT, make_config, serving
+from .pg_helpers import backend_config_fixture  # noqa: F401
 from .resume_helpers import trimmed_through, whole_log
 
 T = TypeVar("T")
@@ -44,9 +46,9 @@ async def ids(store: Store) -> list[int]:
     return [event.event_id for event in await whole_log(store)]
 
 
-async def test_trims_by_age_a_prefix_only(tmp_path: Path) -> None:
+async def test_trims_by_age_a_prefix_only(backend_config: Config) -> None:
     with trio.fail_after(TEST_TIMEOUT):
-        config = make_config(tmp_path)
+        config = backend_config
         events = events_config(config, retention_seconds=100.0, retention_events=1000)
         async with open_store(config) as store:
             old, new = NOW - 200_000, NOW - 50_000
@@ -63,9 +65,9 @@ async def test_trims_by_age_a_prefix_only(tmp_path: Path) -> None:
             assert await trimmed_through(store) == appended[-1]
 
 
-async def test_boundary_of_age_is_kept(tmp_path: Path) -> None:
+async def test_boundary_of_age_is_kept(backend_config: Config) -> None:
     with trio.fail_after(TEST_TIMEOUT):
-        config = make_config(tmp_path)
+        config = backend_config
         events = events_config(config, retention_seconds=10.0)
         async with open_store(config) as store:
             appended = await append(store, [NOW - 10_001, NOW - 10_000, NOW])
@@ -73,9 +75,9 @@ async def test_boundary_of_age_is_kept(tmp_path: Path) -> None:
             assert await ids(store) == appended[1:]
 
 
-async def test_trims_by_count(tmp_path: Path) -> None:
+async def test_trims_by_count(backend_config: Config) -> None:
     with trio.fail_after(TEST_TIMEOUT):
-        config = make_config(tmp_path)
+        config = backend_config
         events = events_config(config, retention_events=4, retention_seconds=10_000.0)
         async with open_store(config) as store:
             appended = await append(store, [NOW] * 10)
@@ -88,9 +90,9 @@ async def test_trims_by_count(tmp_path: Path) -> None:
             assert await ids(store) == appended[8:] + more
 
 
-async def test_newer_than_both_limits_stay(tmp_path: Path) -> None:
+async def test_newer_than_both_limits_stay(backend_config: Config) -> None:
     with trio.fail_after(TEST_TIMEOUT):
-        config = make_config(tmp_path)
+        config = backend_config
         events = events_config(config, retention_events=5, retention_seconds=60.0)
         async with open_store(config) as store:
             # by age 3 would go, by count 2: the union goes
@@ -102,9 +104,9 @@ async def test_newer_than_both_limits_stay(tmp_path: Path) -> None:
             assert await ids(store) == appended[5:]
 
 
-async def test_a_big_trim_runs_in_batches(tmp_path: Path) -> None:
+async def test_a_big_trim_runs_in_batches(backend_config: Config) -> None:
     with trio.fail_after(TEST_TIMEOUT):
-        config = make_config(tmp_path)
+        config = backend_config
         events = events_config(config, retention_seconds=1.0)
         count = 5 * RETENTION_BATCH + 123
         async with open_store(config) as store:
@@ -129,10 +131,10 @@ class SpyStore:
         return await self.store.write(fn)
 
 
-async def test_writers_get_in_between_batches(tmp_path: Path) -> None:
+async def test_writers_get_in_between_batches(backend_config: Config) -> None:
     """A writer that arrives during a long trim commits before the trim ends."""
     with trio.fail_after(TEST_TIMEOUT):
-        config = make_config(tmp_path)
+        config = backend_config
         events = events_config(config, retention_seconds=1.0)
         async with open_store(config) as store:
             await append(store, [NOW - 5_000] * (8 * RETENTION_BATCH))
@@ -182,12 +184,13 @@ async def test_run_retention_schedule(autojump_clock: trio.testing.MockClock) ->
     assert [t - start for t in fake.trims] == [i * RETENTION_INTERVAL for i in range(4)]
 
 
-async def test_server_trims_at_start(tmp_path: Path) -> None:
+async def test_server_trims_at_start(backend_config: Config) -> None:
     with trio.fail_after(TEST_TIMEOUT):
-        config = make_config(tmp_path)
-        async with open_store(config) as store:
+        async with open_store(backend_config) as store:
             appended = await append(store, [now_ms()] * 20)
-        small = make_config(tmp_path, events={"retention_events": 5})
+        small = attrs.evolve(
+            backend_config, events=events_config(backend_config, retention_events=5)
+        )
         async with serving(small) as (server, _):
             store = server.services.store
             with trio.fail_after(5):

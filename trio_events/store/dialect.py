@@ -5,7 +5,7 @@ accept: ``?`` placeholders, ``RETURNING`` for new ids, ``ON CONFLICT`` for
 upserts.  A :class:`Db` runs them on one connection of its backend:
 :class:`SqliteDb` passes them through; :class:`PostgresDb` rewrites the
 placeholders for psycopg (once per distinct statement) and matches user names
-case-insensitively with ``lower()`` where SQLite's column uses ``NOCASE``.
+ignoring the case of ASCII letters, as SQLite's ``NOCASE`` column does.
 """
 
 from __future__ import annotations
@@ -69,8 +69,16 @@ def to_psycopg(sql: str) -> str:
     return sql.replace("%", "%%").replace("?", "%s")
 
 
+# SQLite's NOCASE folds ASCII letters only; so does this (``lower()`` would
+# fold every letter, the way the database's locale says), so that the same
+# names are the same user on both backends.
+_UPPER = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+ASCII_FOLD = f"translate({{}}, '{_UPPER}', '{_UPPER.lower()}')"
+
+
 class PostgresDb:
-    user_name_equals = "lower(user_name) = lower(?)"  # a unique index on lower(user_name)
+    # A unique index on the same expression (migrations/postgresql/0001).
+    user_name_equals = f"{ASCII_FOLD.format('user_name')} = {ASCII_FOLD.format('?')}"
 
     def __init__(self, conn: psycopg.Connection[Any]) -> None:
         self.conn = conn

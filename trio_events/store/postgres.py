@@ -13,15 +13,15 @@ Commit-ordered event ids.  A plain sequence hands out ids in the order
 transactions *ask*, not the order they *commit*: with two concurrent writers,
 id 8 can become visible before id 7, and a broker that routed 8 would skip 7
 for ever.  So every write transaction, in every process, first takes one
-transaction-scoped advisory lock (``pg_advisory_xact_lock``) and holds it until
-its commit.  Writers therefore run one at a time cluster-wide, exactly like the
-SQLite backend's single writer: ids are assigned in commit order, and when a
-reader sees event N every event below N is already visible (PostgreSQL makes a
-commit visible before it releases the transaction's locks).  Ids may have holes
-(a rolled-back transaction consumes sequence values); brokers read the log to
-fill any gap, so a hole costs one query, never an event.  Reads are not
-serialized: they run in ``REPEATABLE READ READ ONLY`` snapshots on a pool of
-connections.  Waiting for the lock is bounded by ``storage.busy_timeout``
+advisory lock (``pg_advisory_lock``) and holds it until it has committed and
+its after-commit (or after-rollback) callbacks have run.  Writers therefore run
+one at a time cluster-wide, exactly like the SQLite backend's single writer:
+ids are assigned in commit order, and when a reader sees event N every event
+below N is already visible (the lock is released only after the commit).
+Ids may have holes (a rolled-back transaction consumes sequence values);
+brokers read the log to fill any gap, so a hole costs one query, never an
+event.  Reads are not serialized: they run in ``REPEATABLE READ READ ONLY``
+snapshots on a pool of connections.  Waiting for the lock is bounded by ``storage.busy_timeout``
 (``lock_timeout``); past it the caller gets :class:`ServiceUnavailable`.
 """
 
@@ -116,22 +116,40 @@ class PostgresStore:
 
         try:
             with self._pool.connection(timeout=self._busy_timeout) as conn:
-                if write:
-                    conn.execute("BEGIN")
-                    conn.execute(f"SET LOCAL lock_timeout = {int(self._busy_timeout * 1000)}")
-                    conn.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
-                else:
-                    conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-                tx = SqlTx(PostgresDb(conn))
+                locked = False
                 try:
-                    result = fn(tx)
-                    conn.execute("COMMIT")
-                except BaseException:
-                    if not conn.closed and conn.info.transaction_status != TransactionStatus.IDLE:
-                        conn.execute("ROLLBACK")
-                    for callback in tx.rollback_callbacks:
+                    if write:
+                        conn.execute("BEGIN")
+                        conn.execute(f"SET LOCAL lock_timeout = {int(self._busy_timeout * 1000)}")
+                        # Session-level, released below: the commit/rollback
+                        # callbacks (which delete orphaned files) also run
+                        # under it, as on SQLite.
+                        conn.execute("SELECT pg_advisory_lock(%s)", (WRITE_LOCK,))
+                        locked = True
+                    else:
+                        conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                    tx = SqlTx(PostgresDb(conn))
+                    try:
+                        result = fn(tx)
+                        conn.execute("COMMIT")
+                    except BaseException:
+                        if (
+                            not conn.closed
+                            and conn.info.transaction_status != TransactionStatus.IDLE
+                        ):
+                            conn.execute("ROLLBACK")
+                        if not conn.closed:
+                            for callback in tx.rollback_callbacks:
+                                callback()
+                        raise
+                    for callback in tx.committed_callbacks:
                         callback()
-                    raise
+                finally:
+                    if not conn.closed:
+                        if conn.info.transaction_status != TransactionStatus.IDLE:
+                            conn.execute("ROLLBACK")  # it failed before fn ran
+                        if locked:
+                            conn.execute("SELECT pg_advisory_unlock(%s)", (WRITE_LOCK,))
         except psycopg.errors.LockNotAvailable:
             raise ServiceUnavailable("Storage is busy, try again") from None
         except psycopg.OperationalError as exc:
@@ -141,8 +159,6 @@ class PostgresStore:
             if type(exc).__module__.startswith("psycopg_pool"):  # PoolTimeout
                 raise ServiceUnavailable("Storage is busy, try again") from None
             raise
-        for callback in tx.committed_callbacks:
-            callback()
         return result, tx.appended
 
     async def read(self, fn: Callable[[Tx], T]) -> T:
