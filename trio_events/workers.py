@@ -12,9 +12,9 @@ several workers are refused on the embedded SQLite + in-process bus setup.
 Ownership: one task per worker, in the supervisor's nursery, runs the worker
 process (``trio.run_process``) and starts it again if it dies (a crash or a
 ``kill -9`` drops only that worker's streams; their clients reconnect, land on
-another worker, and resume from the shared log).  A worker that fails within
-``FAST_FAIL`` seconds of starting stops the whole supervisor instead of
-restarting in a loop (a configuration error, say).  Shutdown (SIGINT/SIGTERM
+another worker, and resume from the shared log).  A worker that exits with an
+error by itself within ``FAST_FAIL`` seconds of starting stops the whole
+supervisor instead of restarting in a loop (a configuration error, say).  Shutdown (SIGINT/SIGTERM
 to the supervisor) cancels the nursery; each worker then gets one SIGTERM and
 ``graceful_timeout`` plus a margin to stop before it is killed.  Workers run in
 their own session, so a terminal's Ctrl-C reaches only the supervisor, which
@@ -102,7 +102,10 @@ async def _supervise(
             deliver_cancel=partial(_stop, grace),
         )
         code = result.returncode
-        if trio.current_time() - started < FAST_FAIL and code != 0:
+        # Exiting by itself with an error soon after starting (a bad config, a
+        # database it cannot reach) would fail again: give up.  Killed by a
+        # signal (negative code) or after running a while: start it again.
+        if code > 0 and trio.current_time() - started < FAST_FAIL:
             log.error("worker=%d exited early code=%s; stopping", index, code)
             failed.set()
             return
