@@ -196,6 +196,7 @@ class Broker:
         self._pending: deque[StoredEvent] = deque()
         self._wakeup = trio.Event()
         self._poll_now = False
+        self._progress = trio.Event()  # set after every routing run
         self._routed = 0
         self._frames = 0
         self._drops = 0
@@ -289,6 +290,17 @@ class Broker:
         self._poll_now = True
         self._wakeup.set()
 
+    async def reach(self, event_id: int) -> None:
+        """Return once every event through ``event_id`` is routed, reading the
+        log at once (the caller bounds the wait).
+
+        For a client that resumes on this process with an id it saw on
+        another one that is ahead (the bus has not brought it here yet).
+        """
+        while self.last_event_id < event_id:
+            self.request_poll()
+            await self._progress.wait()
+
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Load the access table, then route until cancelled."""
         snapshot = await self._store.read(lambda tx: tx.acl_snapshot())
@@ -308,6 +320,8 @@ class Broker:
                 self._wakeup = trio.Event()
                 poll, self._poll_now = scope.cancelled_caught or self._poll_now, False
                 await self._catch_up(poll=poll)
+                self._progress.set()
+                self._progress = trio.Event()
                 busy_until = trio.current_time() + BUSY
         finally:
             self._store.remove_commit_listener(self.notify_committed)

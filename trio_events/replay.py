@@ -23,20 +23,27 @@ user missed more than ``max_replay`` events, the answer is
 
 from __future__ import annotations
 
+import contextlib
 import json
 from functools import partial
+from typing import TYPE_CHECKING
 
 import attrs
+import trio
 
 from .acl import AclStore, recipients
-from .errors import BadRequest
+from .errors import BadRequest, ServiceUnavailable
 from .events import encode_for, is_internal
 from .model import StoredEvent
 from .store import Store, Tx
 
+if TYPE_CHECKING:
+    from .services import Services
+
 __all__ = ["Replay", "parse_since", "plan_replay", "resync_frame"]
 
 BATCH = 1000
+CATCH_UP_TIMEOUT = 5.0  # seconds a resume waits for this process to reach ``since``
 
 
 @attrs.frozen
@@ -62,6 +69,28 @@ def parse_since(raw: str | None, latest: int) -> int | None:
     since = int(raw)
     if since > latest:
         raise BadRequest(f"Query parameter 'since' is in the future: the newest event is {latest}")
+    return since
+
+
+async def checked_since(svc: Services, raw: str | None) -> int | None:
+    """``since`` of a resume or catch-up, checked against the whole log.
+
+    Usually it is at most what this process's broker has routed.  In cluster
+    mode the client may have seen newer events on another process that is
+    ahead of this one; then the shared log is asked, and if the id is there
+    the broker catches up first (reading the log), so that the resume starts
+    exactly after ``since``.  Only an id beyond the log is "in the future".
+    """
+    broker = svc.broker
+    with contextlib.suppress(BadRequest):
+        return parse_since(raw, broker.last_event_id)
+    latest = await svc.store.read(lambda tx: tx.latest_event_id())
+    since = parse_since(raw, latest)  # malformed, or truly in the future: 400
+    assert since is not None
+    with trio.move_on_after(CATCH_UP_TIMEOUT) as scope:
+        await broker.reach(since)
+    if scope.cancelled_caught:
+        raise ServiceUnavailable("The server is catching up with the event log, try again")
     return since
 
 

@@ -17,7 +17,7 @@ import attrs
 
 from .broker import Subscriber
 from .errors import Forbidden, RateLimited, Unauthorized
-from .replay import parse_since, plan_replay, resync_frame
+from .replay import checked_since, plan_replay, resync_frame
 from .services import Principal, Services
 from .services.auth import BAD_BEARER
 
@@ -122,7 +122,7 @@ async def open_stream(
     """
     broker = svc.broker
     principal = await authorize_stream(svc, headers, cookies)  # 401 before anything else
-    since = parse_since(raw_since, broker.last_event_id)
+    since = await checked_since(svc, raw_since)
     credential = principal.credential.credential_id
     with broker.subscribe(principal.user_id, credential, with_acl=since is not None) as sub:
         frames: list[str] = []

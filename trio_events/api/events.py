@@ -19,7 +19,7 @@ from quart.wrappers import Websocket
 
 from ..connection import PeerClosed, run_stream
 from ..errors import BadRequest
-from ..replay import parse_since, plan_replay, resync_frame
+from ..replay import checked_since, plan_replay, resync_frame
 from ..streams import open_stream
 from .common import authenticate, services
 
@@ -69,14 +69,14 @@ async def catch_up() -> Response:
     principal = await authenticate()
     svc = services()
     broker = svc.broker
-    until = broker.last_event_id
-    acl = broker.acl_copy()  # the table at `until`, taken in the same step
     unknown = sorted(set(request.args) - {"since", "limit"})
     if unknown:
         raise BadRequest(f"Unknown query parameter {unknown[0]!r}")
-    since = parse_since(request.args.get("since"), until)
     cap = svc.config.limits.max_page
     limit = _limit(request.args.get("limit"), cap)
+    since = await checked_since(svc, request.args.get("since"))
+    until = broker.last_event_id
+    acl = broker.acl_copy()  # the table at `until`, taken in the same step
     if since is None:
         frames, next_since = [], until
     else:
