@@ -163,3 +163,28 @@ async def test_two_buses_carry_each_others_commits_through_redis(tmp_path: Path)
                     await trio.sleep(0.01)
                 assert frame["eventId"] == here.broker.last_event_id
                 nursery.cancel_scope.cancel()
+
+
+async def test_since_from_a_process_that_is_ahead_is_reached_not_refused(tmp_path: Path) -> None:
+    """A client saw event N on another process; this one has not routed N yet.
+    The resume waits for this broker to read the log up to N instead of
+    calling N "in the future"; only an id beyond the log is refused."""
+    from trio_events.errors import BadRequest
+    from trio_events.replay import checked_since
+
+    config = make_config(tmp_path)
+    with trio.fail_after(TEST_TIMEOUT):
+        async with running_services(config) as svc:
+            alice = await svc.users.create_user(None, "alice", USER_PASSWORD)
+            room = await svc.rooms.create(None, {"displayName": "r", "roomType": "Public"})
+            await wait_routed(svc)
+            svc.broker.poll_interval = 3600  # only the resume may make it read the log
+            async with open_store(config) as other_store:
+                other = Services.build(config, other_store)
+                await other.messages.post(alice, room["roomId"], {"content": "elsewhere"})
+                ahead = await other_store.read(lambda tx: tx.latest_event_id())
+            assert svc.broker.last_event_id < ahead
+            assert await checked_since(svc, str(ahead)) == ahead
+            assert svc.broker.last_event_id >= ahead
+            with pytest.raises(BadRequest, match="in the future"):
+                await checked_since(svc, str(ahead + 1))
