@@ -1,6 +1,8 @@
 """Our server, in-process through ``trio_events.open_server``, driven from stdin.
 
     python bench/serve_ours.py --tokens-file FILE [--port 0] [--data-dir DIR] [--users 100]
+        [--storage-url postgresql://...] [--bus-url redis://... --bus-channel NAME]
+        [--join ROOM_ID]
 
 Set-up: a fresh data directory (a temporary one unless ``--data-dir``), K
 users with a bearer token each and one public room; the tokens go to
@@ -8,6 +10,13 @@ users with a bearer token each and one public room; the tokens go to
 as ``trio-events serve`` does once it listens (``gc.freeze()`` and
 ``gc.set_threshold(50_000, 20, 100)``, see ``trio_events.cli.tune_gc``), and
 one JSON line ``{"ready": true, "port": P, "pid": PID}`` is printed.
+
+Cluster mode (``bench/cluster.py``): ``--storage-url`` stores in that
+PostgreSQL database instead of SQLite, ``--bus-url`` and ``--bus-channel``
+join a Redis bus (the ready line then waits until the bus is connected), and
+``--join ROOM_ID`` skips the set-up because another process already made the
+users, tokens and room in the shared database (``--tokens-file`` is then not
+needed; ``publish`` goes to ROOM_ID).
 
 Commands, one per stdin line; each answers with one JSON line:
 
@@ -18,7 +27,8 @@ Commands, one per stdin line; each answers with one JSON line:
     as data, at RATE events/s (0: one after the other, as fast as the
     server takes them).
 ``stats``
-    the broker's statistics (frames queued, drops).
+    the broker's statistics (frames queued, drops); with a Redis bus also
+    the events it published and received.
 ``quit``
     stop the server (streams close with 1001) and exit.
 """
@@ -41,11 +51,21 @@ import trio_events
 from trio_events.config import Config
 
 
-def make_config(data_dir: str, port: int) -> Config:
+def make_config(
+    data_dir: str, port: int, storage_url: str = "", bus_url: str = "", bus_channel: str = ""
+) -> Config:
+    cluster: dict[str, Any] = {}
+    if storage_url:
+        cluster["storage"] = {"backend": "postgresql", "url": storage_url}
+    if bus_url:
+        cluster["bus"] = {"backend": "redis", "url": bus_url}
+        if bus_channel:
+            cluster["bus"]["channel"] = bus_channel
     return trio_events.load_config(
         None,
         environ={},
         overrides={
+            **cluster,
             "server": {"host": "127.0.0.1", "port": port, "data_dir": data_dir},
             "bootstrap": {"admin_password": "bench-admin-password-1"},
             "events": {
@@ -96,13 +116,28 @@ async def publish(
     }
 
 
+async def bus_connected(server: trio_events.RunningServer) -> None:
+    """Wait (up to 30 s) until the Redis bus, if any, is subscribed, so that no
+    event of the benchmark reaches this process by the log poll instead."""
+    bus = server.services.bus
+    for _ in range(3000):  # the bus has no "connected" event to wait for: poll it
+        if bus is None or bus.connected:
+            return
+        await trio.sleep(0.01)
+    raise RuntimeError("the Redis bus did not connect within 30 s")
+
+
 async def main(args: argparse.Namespace) -> None:
     raise_nofile()
     data_dir = args.data_dir or tempfile.mkdtemp(prefix="bench-ours-")
-    config = make_config(data_dir, args.port)
+    config = make_config(data_dir, args.port, args.storage_url, args.bus_url, args.bus_channel)
     async with trio_events.open_server(config) as server:
-        room_id, tokens = await set_up(server, args.users)
-        await trio.Path(args.tokens_file).write_text(json.dumps(tokens))
+        if args.join is None:
+            room_id, tokens = await set_up(server, args.users)
+            await trio.Path(args.tokens_file).write_text(json.dumps(tokens))
+        else:
+            room_id = args.join
+        await bus_connected(server)
         tune_gc()
         emit({"ready": True, "port": server.port, "pid": os.getpid(), "room_id": room_id})
         stdin = trio.lowlevel.FdStream(os.dup(sys.stdin.fileno()))
@@ -122,7 +157,20 @@ async def main(args: argparse.Namespace) -> None:
                 emit(await publish(server, room_id, count, size, rate))
             elif words[0] == "stats":
                 st = server.services.broker.statistics()
-                emit({"subscribers": st.subscribers, "frames": st.frames_queued, "drops": st.drops})
+                answer: dict[str, Any] = {
+                    "subscribers": st.subscribers,
+                    "frames": st.frames_queued,
+                    "drops": st.drops,
+                }
+                bus = server.services.bus
+                if bus is not None:
+                    answer.update(
+                        bus_connected=bus.connected,
+                        bus_published=bus.published,
+                        bus_received=bus.received,
+                        bus_reconnects=bus.reconnects,
+                    )
+                emit(answer)
             elif words[0] == "quit":
                 emit({"quit": True})
                 return
@@ -135,10 +183,22 @@ if __name__ == "__main__":
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--data-dir", default="")
     parser.add_argument("--users", type=int, default=100)
-    parser.add_argument("--tokens-file", required=True)
+    parser.add_argument("--tokens-file", default="", help="required unless --join")
+    parser.add_argument("--storage-url", default="", help="PostgreSQL instead of SQLite")
+    parser.add_argument("--bus-url", default="", help="a Redis bus (redis://host:port/db)")
+    parser.add_argument("--bus-channel", default="", help="the bus's pub/sub channel")
+    parser.add_argument(
+        "--join",
+        type=int,
+        default=None,
+        metavar="ROOM_ID",
+        help="no set-up: the users and ROOM_ID exist in the shared database",
+    )
     parser.add_argument("--log-level", default="WARNING")
     parser.add_argument("--profile", default="", help="write cProfile's top entries here")
     arguments = parser.parse_args()
+    if arguments.join is None and not arguments.tokens_file:
+        parser.error("--tokens-file is required (unless --join)")
     logging.basicConfig(level=arguments.log_level, stream=sys.stderr)
     if arguments.profile:
         import cProfile
