@@ -50,7 +50,7 @@ def test_messages_round_trip() -> None:
 
 @pytest.mark.parametrize(
     "message",
-    [b"", b"not json", b"{}", b'{"origin":"x","events":[[1]]}', b'{"origin":"x","events":[["a"]]}'],
+    [b"", b"no newline", b"x\nnot json", b"x\n{}", b"x\n[[1]]", b'x\n[["a"]]', b"x\n[1]"],
 )
 def test_malformed_messages_raise_value_errors(message: bytes) -> None:
     with pytest.raises((ValueError, KeyError, TypeError, IndexError)):

@@ -52,22 +52,29 @@ BACKOFF_MAX = 5.0
 
 
 def encode_events(origin: str, events: Sequence[StoredEvent]) -> str:
-    return json.dumps(
-        {
-            "origin": origin,
-            "events": [
-                [e.event_id, e.event_type, e.room_id, e.audience, e.payload, e.created_utc]
-                for e in events
-            ],
-        },
+    """``<origin>\n<JSON list of events>``: the origin comes first so that a
+    process recognises its own messages without parsing them."""
+    body = json.dumps(
+        [
+            [e.event_id, e.event_type, e.room_id, e.audience, e.payload, e.created_utc]
+            for e in events
+        ],
         separators=(",", ":"),
         ensure_ascii=False,
     )
+    return f"{origin}\n{body}"
+
+
+def message_origin(message: bytes) -> bytes:
+    return message.partition(b"\n")[0]
 
 
 def decode_events(message: str | bytes) -> tuple[str, list[StoredEvent]]:
     """Parse a bus message; raises ValueError (or KeyError/TypeError) if malformed."""
-    data = json.loads(message)
+    raw = message.encode() if isinstance(message, str) else message
+    origin, newline, body = raw.partition(b"\n")
+    if not newline:
+        raise ValueError("a bus message is <origin>\\n<events>")
     events = [
         StoredEvent(
             event_id=int(row[0]),
@@ -77,9 +84,16 @@ def decode_events(message: str | bytes) -> tuple[str, list[StoredEvent]]:
             payload=str(row[4]),
             created_utc=int(row[5]),
         )
-        for row in data["events"]
+        for row in _rows(body)
     ]
-    return str(data["origin"]), events
+    return origin.decode(), events
+
+
+def _rows(body: bytes) -> list[Any]:
+    rows = json.loads(body)
+    if not isinstance(rows, list):
+        raise ValueError("the events of a bus message are a JSON list")
+    return rows
 
 
 def _failures() -> tuple[type[BaseException], ...]:
@@ -109,6 +123,7 @@ class RedisBus:
         self._store = store
         self.channel = config.channel
         self.origin = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
+        self._origin_bytes = self.origin.encode()
         self.connected = False
         self.published = 0
         self.received = 0
@@ -208,13 +223,16 @@ class RedisBus:
         async for message in pubsub:
             if message.get("type") != "message":
                 continue
+            data = message["data"]
+            if message_origin(data) == self._origin_bytes:
+                continue  # our own commits reached the broker directly
             try:
-                origin, events = decode_events(message["data"])
+                _, events = decode_events(data)
             except (ValueError, KeyError, TypeError, IndexError) as exc:
                 log.warning("bus message ignored error=%s", exc)
                 continue
-            if origin == self.origin or not events:
-                continue  # our own commits reached the broker directly
+            if not events:
+                continue
             self.received += len(events)
             self._broker.notify_committed(events)
         raise OSError("subscription ended")

@@ -109,6 +109,10 @@ class PostgresStore:
         self._failed_writes = 0
         self._listeners: list[CommitListener] = []
         self.observe: Callable[[str, float], None] | None = None
+        self._begin_write = (
+            f"BEGIN; SET LOCAL lock_timeout = {int(busy_timeout * 1000)};"
+            f" SELECT pg_advisory_lock({WRITE_LOCK})"
+        )
 
     def _run(self, write: bool, fn: Callable[[Tx], T]) -> tuple[T, list[StoredEvent]]:
         import psycopg
@@ -119,19 +123,22 @@ class PostgresStore:
                 locked = False
                 try:
                     if write:
-                        conn.execute("BEGIN")
-                        conn.execute(f"SET LOCAL lock_timeout = {int(self._busy_timeout * 1000)}")
-                        # Session-level, released below: the commit/rollback
-                        # callbacks (which delete orphaned files) also run
-                        # under it, as on SQLite.
-                        conn.execute("SELECT pg_advisory_lock(%s)", (WRITE_LOCK,))
+                        # One round trip (no parameters: the simple protocol
+                        # takes several statements).  The lock is session-level,
+                        # released below: the commit/rollback callbacks (which
+                        # delete orphaned files) also run under it, as on SQLite.
+                        conn.execute(self._begin_write)
                         locked = True
                     else:
                         conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
                     tx = SqlTx(PostgresDb(conn))
                     try:
                         result = fn(tx)
-                        conn.execute("COMMIT")
+                        if locked and not tx.committed_callbacks:
+                            conn.execute(f"COMMIT; SELECT pg_advisory_unlock({WRITE_LOCK})")
+                            locked = False
+                        else:
+                            conn.execute("COMMIT")
                     except BaseException:
                         if (
                             not conn.closed
