@@ -9,6 +9,7 @@ socket whose peer stopped reading.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 
 import pytest
@@ -17,7 +18,7 @@ import trio.testing
 
 from trio_events.broker import Subscriber
 from trio_events.config import EventsConfig
-from trio_events.connection import CLOSE_TIMEOUT, PeerClosed, Verdict, run_stream
+from trio_events.connection import CLOSE_TIMEOUT, SENDER_IDLE, PeerClosed, Verdict, run_stream
 
 HELLO = '{"type":"Hello","data":{}}'
 CONFIG = EventsConfig(
@@ -27,6 +28,7 @@ CONFIG = EventsConfig(
 
 class FakeTransport:
     supports_ping = True
+    awaiting_pong = False
 
     def __init__(self, *, pongs: int = 1_000, block_after: int | None = None) -> None:
         self.sent: list[str] = []
@@ -48,16 +50,18 @@ class FakeTransport:
         for frame in frames:
             await self.send(frame)
 
-    async def receive(self) -> str | bytes:
-        try:
-            return await self._incoming.receive()
-        except trio.EndOfChannel:
-            raise PeerClosed from None
+    async def receive(self, deadline: float = math.inf) -> str | bytes | None:
+        with trio.move_on_at(deadline):
+            try:
+                return await self._incoming.receive()
+            except trio.EndOfChannel:
+                raise PeerClosed from None
+        return None
 
-    async def ping(self) -> None:
+    async def send_ping(self) -> None:
         self.pings.append(trio.current_time())
-        if len(self.pings) > self.pongs:
-            await trio.sleep_forever()
+        # answered at once while the peer is alive, never once it is silent
+        self.awaiting_pong = len(self.pings) > self.pongs
 
     async def close(self, code: int, reason: str) -> None:
         self.closed.append((code, reason))
@@ -257,3 +261,52 @@ async def test_outer_cancel_leaves_nothing_running(
     assert transport.closed == []  # cancelled from outside: no verdict, no close frame
     await trio.sleep(100)
     assert len(transport.pings) == 1  # the heartbeat did not outlive run_stream
+
+
+def living_tasks() -> int:
+    return trio.lowlevel.current_statistics().tasks_living
+
+
+async def test_an_idle_stream_is_one_task_and_its_sender_comes_back(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The sender ends after SENDER_IDLE seconds with nothing to write; a
+    frame queued later starts it again, and order is kept."""
+    transport, sub, verdicts = FakeTransport(), subscriber(), list[Verdict]()
+    before = living_tasks()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(run, transport, sub, verdicts)
+        assert await transport.sent_frames.receive() == HELLO
+        assert living_tasks() == before + 3  # run, reader, the first sender
+        await trio.sleep(SENDER_IDLE + 0.1)
+        assert living_tasks() == before + 2  # run and its reader: the idle stream
+        for n in range(3):
+            assert sub.offer(f"frame {n}")  # queued: this fake has no direct path
+        assert [await transport.sent_frames.receive() for _ in range(3)] == [
+            "frame 0",
+            "frame 1",
+            "frame 2",
+        ]
+        assert sub.outstanding == 0
+        await trio.sleep(SENDER_IDLE + 0.1)
+        assert living_tasks() == before + 2
+        sub.end(1001, "server shutting down")  # no sender running: the end starts one
+    assert verdicts == [Verdict(1001, "server shutting down")]
+    assert transport.closed == [(1001, "server shutting down")]
+
+
+async def test_a_frame_queued_as_the_sender_gives_up_is_still_sent(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The frame lands in the queue in the same instant the idle wait ends:
+    the sender must not leave it behind (nor may two senders run)."""
+    transport, sub, verdicts = FakeTransport(), subscriber(), list[Verdict]()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(run, transport, sub, verdicts)
+        assert await transport.sent_frames.receive() == HELLO
+        # wake up exactly when the sender's idle wait expires, and queue then
+        await trio.sleep_until(trio.current_time() + SENDER_IDLE)
+        assert sub.offer("on the edge")
+        assert await transport.sent_frames.receive() == "on the edge"
+        await transport.client.aclose()
+    assert transport.sent == [HELLO, "on the edge"]

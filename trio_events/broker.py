@@ -106,6 +106,7 @@ class Subscriber:
     outstanding: int = 0
     _held: list[str] | None = None  # frames kept during one routing run
     on_end: Callable[[], None] | None = None  # the stream's reaction to end()
+    on_queue: Callable[[], None] | None = None  # called when a frame was queued
 
     def offer(self, frame: str) -> bool:
         """Deliver ``frame`` without waiting; False if the queue is full or closed.
@@ -134,6 +135,8 @@ class Subscriber:
         except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
             return False
         self.outstanding += 1
+        if self.on_queue is not None:
+            self.on_queue()  # the stream starts its sender if none is running
         return True
 
     def hold(self, frame: str) -> bool:

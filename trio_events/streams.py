@@ -122,6 +122,7 @@ async def open_stream(
     """
     broker = svc.broker
     principal = await authorize_stream(svc, headers, cookies)  # 401 before anything else
+    del headers, cookies  # this frame lives as long as the stream: keep nothing big
     since = await checked_since(svc, raw_since)
     credential = principal.credential.credential_id
     with broker.subscribe(principal.user_id, credential, with_acl=since is not None) as sub:

@@ -12,8 +12,10 @@ and a missing pong goes unnoticed.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 
+import trio
 from quart import Blueprint, Response, request, websocket
 from quart.wrappers import Websocket
 
@@ -33,23 +35,30 @@ class QuartTransport:
     """:class:`~trio_events.connection.Transport` over a Quart websocket."""
 
     supports_ping = False
+    awaiting_pong = False
 
     def __init__(self, ws: Websocket) -> None:
         self._ws = ws
+        self._lock = trio.Lock()  # the sender and the reader's pongs
 
     async def send(self, frame: str) -> None:
-        await self._ws.send(frame)
-
-    async def send_many(self, frames: Sequence[str]) -> None:
-        for frame in frames:
+        async with self._lock:
             await self._ws.send(frame)
 
-    async def receive(self) -> str | bytes:
-        # quart-trio cancels the handler when the client disconnects, so this
-        # never returns for a closed connection.
-        return await self._ws.receive()
+    async def send_many(self, frames: Sequence[str]) -> None:
+        async with self._lock:
+            for frame in frames:
+                await self._ws.send(frame)
 
-    async def ping(self) -> None:  # pragma: no cover - supports_ping is False
+    async def receive(self, deadline: float = math.inf) -> str | bytes | None:
+        # quart-trio cancels the handler when the client disconnects, so this
+        # never returns for a closed connection.  (No pings here: the deadline
+        # is always infinite.)
+        with trio.move_on_at(deadline):
+            return await self._ws.receive()
+        return None
+
+    async def send_ping(self) -> None:  # pragma: no cover - supports_ping is False
         raise NotImplementedError
 
     async def close(self, code: int, reason: str) -> None:

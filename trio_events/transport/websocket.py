@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 from collections.abc import Sequence
 from http import HTTPStatus
@@ -23,9 +24,10 @@ from http.cookies import CookieError, SimpleCookie
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import attrs
 import trio
 from wsproto import ConnectionType, WSConnection
-from wsproto.connection import ConnectionState
+from wsproto.connection import Connection, ConnectionState
 from wsproto.events import (
     AcceptConnection,
     BytesMessage,
@@ -97,9 +99,13 @@ class FrameCache:
 class WsprotoTransport:
     """:class:`~trio_events.connection.Transport` over a Trio stream and wsproto.
 
-    ``send`` may be called from several tasks (sender, reader's pongs,
-    heartbeat); a lock keeps their bytes from interleaving.  Only the reader
-    calls ``receive``, which also answers pings and notices pongs.
+    ``send`` may be called from two tasks (the sender, and the reader for
+    pongs and pings); a lock keeps their bytes from interleaving.  Only the
+    reader calls ``receive``, which also answers pings and notices pongs.
+
+    It holds wsproto's frame-level :class:`~wsproto.connection.Connection`
+    only; the handshake machinery (``WSConnection`` and its h11 state) is
+    dropped once the upgrade is accepted: an open stream keeps nothing of it.
     """
 
     supports_ping = True
@@ -107,7 +113,7 @@ class WsprotoTransport:
     def __init__(
         self,
         stream: trio.abc.Stream,
-        ws: WSConnection,
+        ws: Connection,
         max_message: int,
         cache: FrameCache | None = None,
     ) -> None:
@@ -116,14 +122,13 @@ class WsprotoTransport:
         self._ws = ws
         self._max_message = max_message
         self._send_lock = trio.Lock()
-        self._pong = trio.Event()
+        self.awaiting_pong = False
         self._ping_payload = b""
         self._parts: list[Any] = []
         self._size = 0
         self._messages: list[str | bytes] = []
         self._pending = b""
         self._broken = False
-        self._primed = False
         # The raw socket, for the fast path (plain TCP only; TLS always queues).
         socket = getattr(stream, "socket", None)
         self._fd: int | None = socket.fileno() if socket is not None else None
@@ -180,7 +185,11 @@ class WsprotoTransport:
                 raise PeerClosed
 
     async def send(self, frame: str) -> None:
-        await self.send_many((frame,))
+        """One frame of this stream only (its Hello, a Pong): framed here, not
+        kept in the shared cache, where it would only push out shared frames."""
+        if self._ws.state is not ConnectionState.OPEN:
+            raise PeerClosed
+        await self._write(text_frame(frame.encode()))
 
     async def send_many(self, frames: Sequence[str]) -> None:
         """Write the frames in one ``send_all``.
@@ -204,24 +213,25 @@ class WsprotoTransport:
         except LocalProtocolError as exc:
             raise PeerClosed from exc
 
-    async def ping(self) -> None:
-        self._ping_payload = os.urandom(4)
-        self._pong = trio.Event()
+    async def send_ping(self) -> None:
         if self._ws.state is not ConnectionState.OPEN:
             raise PeerClosed
+        self._ping_payload = os.urandom(4)
+        self.awaiting_pong = True
         await self._write(self._encode(Ping(payload=self._ping_payload)))
-        await self._pong.wait()
 
-    async def receive(self) -> str | bytes:
-        if not self._primed:  # frames that arrived together with the handshake
-            self._primed = True
-            for event in self._ws.events():
-                await self._handle(event)
+    async def receive(self, deadline: float = math.inf) -> str | bytes | None:
         while not self._messages:
-            try:
-                data = await self._stream.receive_some(RECEIVE_SIZE)
-            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-                raise PeerClosed from exc
+            data = None
+            # Only the wait for bytes has the deadline: receive_some is safe to
+            # cancel (nothing is consumed), and events are handled outside it.
+            with trio.move_on_at(deadline):
+                try:
+                    data = await self._stream.receive_some(RECEIVE_SIZE)
+                except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                    raise PeerClosed from exc
+            if data is None:
+                return None
             if not data:
                 raise PeerClosed
             try:
@@ -248,7 +258,7 @@ class WsprotoTransport:
             await self._write(self._encode(event.response()))
         elif isinstance(event, Pong):
             if bytes(event.payload) == self._ping_payload:
-                self._pong.set()
+                self.awaiting_pong = False
         elif isinstance(event, CloseConnection):
             if self._ws.state is ConnectionState.REMOTE_CLOSING:
                 await self._write(self._encode(event.response()))
@@ -316,10 +326,31 @@ def _reject(ws: WSConnection, error: ApiError) -> bytes:
     ) + ws.send(RejectData(data=body))
 
 
-async def serve_events(
-    stream: trio.abc.Stream, head: bytes, svc: Services, remote: str, cache: FrameCache
-) -> None:
-    """Serve one events connection whose request head (and anything after) is ``head``."""
+@attrs.define
+class _Handshake:
+    """A parsed upgrade request: what authorization needs, until accepted.
+
+    Everything here is dropped on :meth:`accept` (wsproto's handshake state
+    with its h11 connection, the headers, the cookies), so that an open
+    stream keeps only the frame-level connection.
+    """
+
+    ws: WSConnection | None
+    headers: dict[str, str]
+    cookies: dict[str, str]
+    since: str | None
+
+    def accept(self) -> tuple[bytes, Connection]:
+        assert self.ws is not None
+        response = self.ws.send(AcceptConnection())
+        connection = self.ws.connection
+        assert connection is not None
+        self.ws, self.headers, self.cookies = None, {}, {}
+        return response, connection
+
+
+async def _read_handshake(stream: trio.abc.Stream, head: bytes) -> _Handshake | None:
+    """Parse the upgrade request; answer a malformed one and return None."""
     ws = WSConnection(ConnectionType.SERVER)
     try:
         ws.receive_data(head)
@@ -331,9 +362,9 @@ async def serve_events(
             error = ApiError(f"Invalid WebSocket handshake: {exc}", hint.status_code)
             extra = [(n, v) for n, v in hint.headers if n.lower() != b"content-length"]
             await stream.send_all(error_response(error, extra))
-        return
+        return None
     if not isinstance(request, Request):
-        return
+        return None
     headers = {
         name.decode("latin-1").lower(): value.decode("latin-1")
         for name, value in request.extra_headers
@@ -346,9 +377,21 @@ async def serve_events(
     except CookieError:
         pass
     since = parse_qs(urlsplit(request.target).query, keep_blank_values=True).get("since", [None])[0]
+    return _Handshake(ws, headers, cookies, since)
+
+
+async def serve_events(
+    stream: trio.abc.Stream, head: bytes, svc: Services, remote: str, cache: FrameCache
+) -> None:
+    """Serve one events connection whose request head (and anything after) is ``head``."""
+    handshake = await _read_handshake(stream, head)
+    if handshake is None:
+        return
+    since = handshake.since
     try:
-        async with open_stream(svc, headers, cookies, since) as start:
-            await stream.send_all(ws.send(AcceptConnection()))
+        async with open_stream(svc, handshake.headers, handshake.cookies, since) as start:
+            response, connection = handshake.accept()
+            await stream.send_all(response)
             user_id = start.principal.user_id
             log.info(
                 "stream opened user=%s remote=%s since=%s replayed=%d",
@@ -357,7 +400,9 @@ async def serve_events(
                 since if since is not None else "-",
                 len(start.replay),
             )
-            transport = WsprotoTransport(stream, ws, svc.config.events.max_client_frame, cache)
+            transport = WsprotoTransport(
+                stream, connection, svc.config.events.max_client_frame, cache
+            )
             verdict = await run_stream(
                 transport, start.subscriber, start.hello, svc.config.events, replay=start.replay
             )
@@ -369,7 +414,7 @@ async def serve_events(
                 verdict.reason,
             )
     except ApiError as error:
-        if ws.state is not ConnectionState.CONNECTING:
+        if handshake.ws is None:  # accepted already: not ours to answer
             raise
         log.info("stream refused status=%d remote=%s", error.status, remote)
-        await stream.send_all(_reject(ws, error))
+        await stream.send_all(_reject(handshake.ws, error))
