@@ -350,6 +350,33 @@ async def test_the_app_sees_the_client_address(
 # an upgrade that is not the first request: the ASGI route serves it
 
 
+async def test_a_compression_offer_on_a_reused_connection_is_refused(tmp_path: Path) -> None:
+    """hypercorn would negotiate permessage-deflate there (and inflate a client
+    frame whole before checking its size); the fast transport never does."""
+    deflate = ("Sec-WebSocket-Extensions", "permessage-deflate; client_max_window_bits")
+    with trio.fail_after(TEST_TIMEOUT):
+        async with serving(stream_config(tmp_path)) as (server, client):
+            (alice,) = await user_actors(client, server, "alice")
+            token = await bearer_token(client, alice)
+            async with await connect(server) as stream:
+                await stream.send_all(request_head("/healthz"))
+                first, rest = await read_response(stream)
+                assert first.status == 200
+                await stream.send_all(request_head(EVENTS, [*upgrade_headers(), deflate]))
+                refused, _ = await read_response(stream, rest)
+            assert refused.status == 400
+            assert "open the event stream on a new connection" in refused.json()["errorText"]
+            # A new connection: accepted, and without the extension.
+            async with await connect(server) as stream:
+                ws = await handshake(stream, [*bearer(token), deflate])
+                # (wsproto's client, which proposed nothing itself, would fail
+                # the handshake on a response that accepted an extension)
+                assert (await read_hello(ws))["userId"] == alice.user_id
+                await ws.send(CloseConnection(code=1000))
+                assert await ws.close_code() == 1000
+            await wait_subscribers(server, 0)
+
+
 async def test_upgrade_after_a_request_goes_to_the_asgi_route(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

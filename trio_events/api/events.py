@@ -108,8 +108,19 @@ def _limit(raw: str | None, cap: int) -> int:
 
 @blueprint.websocket("/api/v1/events")
 async def events() -> None:
+    """The stream on a connection that already carried another request (the
+    fast transport takes every upgrade that opens a connection)."""
     svc = services()
     headers = {name.lower(): value for name, value in websocket.headers.items()}
+    if "sec-websocket-extensions" in headers:
+        # hypercorn would accept permessage-deflate, and inflates a client
+        # frame whole before its size limit applies: a few KiB can become
+        # megabytes.  Browsers open WebSockets on new connections, where no
+        # extension is ever negotiated; here an offer is refused.
+        raise BadRequest(
+            "WebSocket extensions are not accepted on a reused connection;"
+            " open the event stream on a new connection"
+        )
     since = websocket.args.get("since")
     async with open_stream(svc, headers, websocket.cookies, since) as start:
         await websocket.accept()
