@@ -310,3 +310,69 @@ async def test_a_frame_queued_as_the_sender_gives_up_is_still_sent(
         assert await transport.sent_frames.receive() == "on the edge"
         await transport.client.aclose()
     assert transport.sent == [HELLO, "on the edge"]
+
+
+class LatePongs(FakeTransport):
+    """Every pong arrives ``delay`` seconds after its ping (later than the next
+    ping would be due), as the transport reports it: receive returns None."""
+
+    def __init__(self, delay: float) -> None:
+        super().__init__()
+        self.delay = delay
+        self.receives = 0
+        self._pong_at = math.inf
+
+    async def send_ping(self) -> None:
+        self.pings.append(trio.current_time())
+        self.awaiting_pong = True
+        self._pong_at = trio.current_time() + self.delay
+
+    async def receive(self, deadline: float = math.inf) -> str | bytes | None:
+        self.receives += 1
+        assert self.receives < 1000, "the reader spins instead of waiting"
+        with trio.move_on_at(min(deadline, self._pong_at)):
+            try:
+                return await self._incoming.receive()
+            except trio.EndOfChannel:
+                raise PeerClosed from None
+        if trio.current_time() >= self._pong_at:
+            self.awaiting_pong, self._pong_at = False, math.inf
+        return None
+
+
+async def test_a_pong_later_than_the_next_ping_is_waited_for(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """heartbeat_interval 20 s, timeout 10 s, pongs after 25 s: the stream must
+    wait for each pong (no busy loop, no second ping outstanding) and close
+    with 1011 at the first ping's timeout; with pongs after 5 s it lives on."""
+    late = LatePongs(delay=25.0)
+    start = trio.current_time()
+    verdict = await run_stream(late, subscriber(), HELLO, CONFIG)
+    assert verdict == Verdict(1011, "heartbeat timeout")
+    assert [t - start for t in late.pings] == [20.0]
+    assert trio.current_time() - start == 30.0
+
+    slow = LatePongs(delay=5.0)
+    start = trio.current_time()
+    with trio.move_on_after(100):
+        await run_stream(slow, subscriber(), HELLO, CONFIG)
+    assert [t - start for t in slow.pings] == [20.0, 40.0, 60.0, 80.0]  # every interval
+    assert slow.receives < 50
+
+
+async def test_a_timeout_longer_than_the_interval_does_not_spin(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """heartbeat_timeout 10 s > heartbeat_interval 5 s, pongs after 7 s: the
+    next ping is due before the pong arrives; the reader waits for the pong
+    (one ping outstanding at a time) instead of spinning on a past deadline."""
+    config = EventsConfig(
+        heartbeat_interval=5.0, heartbeat_timeout=10.0, max_client_frame=64, client_frame_rate=3
+    )
+    late = LatePongs(delay=7.0)
+    start = trio.current_time()
+    with trio.move_on_after(30):
+        await run_stream(late, subscriber(), HELLO, config)
+    assert [t - start for t in late.pings] == [5.0, 12.0, 19.0, 26.0]  # each after its pong
+    assert late.receives < 50

@@ -20,6 +20,7 @@ import attrs
 import httpx
 import trio
 from wsproto import ConnectionType, WSConnection
+from wsproto.connection import ConnectionState
 from wsproto.events import (
     AcceptConnection,
     CloseConnection,
@@ -161,7 +162,9 @@ class RawWs:
         event = self._events.popleft()
         if isinstance(event, Ping):
             self.pings += 1
-            if self.answer_pings:
+            # (a Ping read together with the server's Close that followed it
+            # cannot be answered any more: the connection is already closing)
+            if self.answer_pings and self.ws.state is ConnectionState.OPEN:
                 await self.send(event.response())
         elif isinstance(event, CloseConnection):
             self.closed = event.code

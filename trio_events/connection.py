@@ -81,8 +81,9 @@ class Transport(Protocol):
 
     async def receive(self, deadline: float = math.inf) -> str | bytes | None:
         """The next client message, or None once ``deadline`` (Trio time) has
-        passed first; raises :class:`PeerClosed` when there is none.  Nothing
-        is lost when the deadline passes: a message half-received stays."""
+        passed first or the awaited pong has arrived; raises
+        :class:`PeerClosed` when there is none.  Nothing is lost when it
+        returns None: a message half-received stays."""
         ...
 
     async def send_ping(self) -> None:
@@ -198,8 +199,11 @@ async def run_stream(
             ping_at = now + config.heartbeat_interval if transport.supports_ping else math.inf
             pong_by = math.inf
             while True:
+                # While a pong is awaited, only its deadline counts (the next
+                # ping waits for it); the transport also returns when it comes.
+                deadline = pong_by if pong_by != math.inf else ping_at
                 try:
-                    message = await transport.receive(min(ping_at, pong_by))
+                    message = await transport.receive(deadline)
                 except PeerClosed:
                     finish(None, "closed by client")
                     return
@@ -215,12 +219,13 @@ async def run_stream(
                         return
                     if now >= ping_at and pong_by == math.inf:
                         try:
-                            await transport.send_ping()
+                            await transport.send_ping()  # (may wait for a long write)
                         except PeerClosed:
                             finish(None, "connection lost")
                             return
                         ping_at = now + config.heartbeat_interval
-                        pong_by = now + config.heartbeat_timeout
+                        # from when the ping is out: the peer cannot answer sooner
+                        pong_by = trio.current_time() + config.heartbeat_timeout
                 if message is None:
                     continue
                 size = len(message.encode() if isinstance(message, str) else message)

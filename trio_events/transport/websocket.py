@@ -222,6 +222,7 @@ class WsprotoTransport:
 
     async def receive(self, deadline: float = math.inf) -> str | bytes | None:
         while not self._messages:
+            awaiting = self.awaiting_pong
             data = None
             # Only the wait for bytes has the deadline: receive_some is safe to
             # cancel (nothing is consumed), and events are handled outside it.
@@ -240,6 +241,8 @@ class WsprotoTransport:
                 raise PeerClosed from exc
             for event in self._ws.events():
                 await self._handle(event)
+            if awaiting and not self.awaiting_pong and not self._messages:
+                return None  # the pong came: the heartbeat may go on
         return self._messages.pop(0)
 
     async def _handle(self, event: object) -> None:
