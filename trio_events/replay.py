@@ -104,8 +104,14 @@ def _between(after: int, until: int, tx: Tx) -> list[StoredEvent]:
     return tx.events_between(after, until, BATCH)
 
 
-def _acl_between(after: int, until: int, tx: Tx) -> tuple[int, list[StoredEvent]]:
-    return tx.trimmed_through(), tx.acl_events_between(after, until)
+def _opening(since: int, until: int, tx: Tx) -> tuple[int, list[StoredEvent], list[StoredEvent]]:
+    """One snapshot: how far the log is trimmed, the access changes in the
+    range, and its first batch of events (for most resumes, all of them)."""
+    return (
+        tx.trimmed_through(),
+        tx.acl_events_between(since, until),
+        tx.events_between(since, until, BATCH),
+    )
 
 
 async def plan_replay(
@@ -121,9 +127,10 @@ async def plan_replay(
     ``acl_at_until`` must be the access table at ``until``; it is not changed.
     When the limit cuts the range short, ``next_since`` is the last event id
     examined (below ``until``): HTTP catch-up pages on from there, a stream
-    asks the client to resync instead.
+    asks the client to resync instead.  A resume that fits in one batch costs
+    one read (a reconnect storm is hundreds of them at once).
     """
-    trimmed, acl_events = await store.read(partial(_acl_between, since, until))
+    trimmed, acl_events, batch = await store.read(partial(_opening, since, until))
     if since < trimmed:
         return Replay(frames=[], resync_oldest=trimmed + 1, next_since=until)
     acl = acl_at_until.copy()
@@ -131,10 +138,8 @@ async def plan_replay(
         acl.unapply(event)
     frames: list[str] = []
     after = since
-    while after < until:
-        batch = await store.read(partial(_between, after, until))
-        if not batch:
-            break
+    one_snapshot = True
+    while True:
         for event in batch:
             after = event.event_id
             acl.apply(event)
@@ -143,8 +148,13 @@ async def plan_replay(
             frames.append(encode_for(event, user_id))
             if len(frames) >= limit:
                 return Replay(frames=frames, resync_oldest=None, next_since=after)
-    # Retention may have run while we read: then what we read may have holes.
-    trimmed_now = await store.read(lambda tx: tx.trimmed_through())
-    if since < trimmed_now:
-        return Replay(frames=[], resync_oldest=trimmed_now + 1, next_since=until)
+        if not batch or after >= until:
+            break
+        batch = await store.read(partial(_between, after, until))
+        one_snapshot = False
+    if not one_snapshot:
+        # Retention may have run between our reads: then what we read may have holes.
+        trimmed_now = await store.read(lambda tx: tx.trimmed_through())
+        if since < trimmed_now:
+            return Replay(frames=[], resync_oldest=trimmed_now + 1, next_since=until)
     return Replay(frames=frames, resync_oldest=None, next_since=until)
