@@ -40,9 +40,10 @@ import trio
 from ..config import ConfigError, StorageConfig
 from ..errors import ServiceUnavailable
 from ..model import StoredEvent
-from .base import CommitListener, StoreStatistics, Tx
+from .base import Tx
 from .dialect import PostgresDb
 from .queries import SqlTx
+from .threaded import ThreadedStore
 
 __all__ = ["WRITE_LOCK", "PostgresStore", "apply_pg_migrations", "open_postgres_store"]
 
@@ -93,22 +94,14 @@ def apply_pg_migrations(url: str) -> list[str]:
         backend.connection.close()
 
 
-class PostgresStore:
+class PostgresStore(ThreadedStore):
     """The :class:`~trio_events.store.base.Store` over one PostgreSQL database."""
 
     def __init__(self, pool: Any, read_connections: int, busy_timeout: float) -> None:
+        # The inherited write lock queues this process's writers (fair, FIFO),
+        # so only one of its threads at a time waits for the cluster-wide lock.
+        super().__init__(read_connections, busy_timeout)
         self._pool = pool
-        self._busy_timeout = busy_timeout
-        # This process's writers queue here (fair, FIFO), so only one of its
-        # threads at a time waits for the cluster-wide lock.
-        self._write_lock = trio.Lock()
-        self._read_slots = trio.Semaphore(read_connections)
-        self._threads = trio.CapacityLimiter(read_connections + 1)
-        self._reads = 0
-        self._writes = 0
-        self._failed_writes = 0
-        self._listeners: list[CommitListener] = []
-        self.observe: Callable[[str, float], None] | None = None
         self._begin_write = (
             f"BEGIN; SET LOCAL lock_timeout = {int(busy_timeout * 1000)};"
             f" SELECT pg_advisory_lock({WRITE_LOCK})"
@@ -167,60 +160,6 @@ class PostgresStore:
                 raise ServiceUnavailable("Storage is busy, try again") from None
             raise
         return result, tx.appended
-
-    async def read(self, fn: Callable[[Tx], T]) -> T:
-        started = trio.current_time()
-        try:
-            with trio.fail_after(self._busy_timeout):
-                await self._read_slots.acquire()
-        except trio.TooSlowError:
-            raise ServiceUnavailable("Storage is busy, try again") from None
-        try:
-            self._reads += 1
-            result, _ = await trio.to_thread.run_sync(self._run, False, fn, limiter=self._threads)
-            if self.observe is not None:
-                self.observe("read", trio.current_time() - started)
-            return result
-        finally:
-            self._read_slots.release()
-
-    async def write(self, fn: Callable[[Tx], T]) -> T:
-        started = trio.current_time()
-        try:
-            with trio.fail_after(self._busy_timeout):
-                await self._write_lock.acquire()
-        except trio.TooSlowError:
-            raise ServiceUnavailable("Storage is busy, try again") from None
-        try:
-            self._writes += 1
-            result, appended = await trio.to_thread.run_sync(
-                self._run, True, fn, limiter=self._threads
-            )
-            if self.observe is not None:
-                self.observe("write", trio.current_time() - started)
-            if appended:  # still under this process's lock: in commit order
-                for listener in self._listeners:
-                    listener(appended)
-            return result
-        except BaseException:
-            self._failed_writes += 1
-            raise
-        finally:
-            self._write_lock.release()
-
-    def add_commit_listener(self, listener: CommitListener) -> None:
-        self._listeners.append(listener)
-
-    def remove_commit_listener(self, listener: CommitListener) -> None:
-        self._listeners.remove(listener)
-
-    async def ping(self) -> None:
-        await self.read(lambda tx: tx.count_users())
-
-    def statistics(self) -> StoreStatistics:
-        return StoreStatistics(
-            reads=self._reads, writes=self._writes, failed_writes=self._failed_writes
-        )
 
     def close(self) -> None:
         self._pool.close()

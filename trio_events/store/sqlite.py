@@ -25,11 +25,11 @@ from typing import TypeVar
 import trio
 
 from ..config import StorageConfig
-from ..errors import ServiceUnavailable
 from ..model import StoredEvent
-from .base import CommitListener, StoreStatistics, Tx
+from .base import Tx
 from .dialect import SqliteDb
 from .queries import SqlTx
+from .threaded import ThreadedStore
 
 __all__ = ["SqliteStore", "apply_migrations", "open_sqlite_store"]
 
@@ -75,27 +75,28 @@ def connect(path: Path, config: StorageConfig) -> sqlite3.Connection:
     return conn
 
 
-class SqliteStore:
+class SqliteStore(ThreadedStore):
     """The :class:`~trio_events.store.base.Store` for one SQLite file."""
 
     def __init__(
         self, writer: sqlite3.Connection, readers: list[sqlite3.Connection], busy_timeout: float
     ) -> None:
+        super().__init__(len(readers), busy_timeout)
         self._writer = writer
-        self._readers = readers
+        self._readers = readers  # the read semaphore guarantees one is free
         self._all = [writer, *readers]
-        self._busy_timeout = busy_timeout
-        self._write_lock = trio.Lock()
-        self._read_slots = trio.Semaphore(len(readers))
-        self._threads = trio.CapacityLimiter(len(readers) + 1)
-        self._reads = 0
-        self._writes = 0
-        self._failed_writes = 0
-        self._listeners: list[CommitListener] = []
-        self.observe: Callable[[str, float], None] | None = None  # timing hook (metrics)
+
+    def _run(self, write: bool, fn: Callable[[Tx], T]) -> tuple[T, list[StoredEvent]]:
+        if write:
+            return self._transaction(self._writer, "BEGIN IMMEDIATE", fn)
+        conn = self._readers.pop()
+        try:
+            return self._transaction(conn, "BEGIN", fn)
+        finally:
+            self._readers.append(conn)
 
     @staticmethod
-    def _run(
+    def _transaction(
         conn: sqlite3.Connection, begin: str, fn: Callable[[Tx], T]
     ) -> tuple[T, list[StoredEvent]]:
         conn.execute(begin)
@@ -112,67 +113,6 @@ class SqliteStore:
         for callback in tx.committed_callbacks:
             callback()
         return result, tx.appended
-
-    async def read(self, fn: Callable[[Tx], T]) -> T:
-        started = trio.current_time()
-        try:
-            with trio.fail_after(self._busy_timeout):
-                await self._read_slots.acquire()
-        except trio.TooSlowError:
-            raise ServiceUnavailable("Storage is busy, try again") from None
-        try:
-            conn = self._readers.pop()
-            try:
-                self._reads += 1
-                result, _ = await trio.to_thread.run_sync(
-                    self._run, conn, "BEGIN", fn, limiter=self._threads
-                )
-                if self.observe is not None:
-                    self.observe("read", trio.current_time() - started)
-                return result
-            finally:
-                self._readers.append(conn)
-        finally:
-            self._read_slots.release()
-
-    async def write(self, fn: Callable[[Tx], T]) -> T:
-        started = trio.current_time()
-        try:
-            with trio.fail_after(self._busy_timeout):
-                await self._write_lock.acquire()
-        except trio.TooSlowError:
-            raise ServiceUnavailable("Storage is busy, try again") from None
-        try:
-            self._writes += 1
-            result, appended = await trio.to_thread.run_sync(
-                self._run, self._writer, "BEGIN IMMEDIATE", fn, limiter=self._threads
-            )
-            if self.observe is not None:
-                self.observe("write", trio.current_time() - started)
-            # Still under the write lock: listeners see commits in commit order.
-            if appended:
-                for listener in self._listeners:
-                    listener(appended)
-            return result
-        except BaseException:
-            self._failed_writes += 1
-            raise
-        finally:
-            self._write_lock.release()
-
-    def add_commit_listener(self, listener: CommitListener) -> None:
-        self._listeners.append(listener)
-
-    def remove_commit_listener(self, listener: CommitListener) -> None:
-        self._listeners.remove(listener)
-
-    async def ping(self) -> None:
-        await self.read(lambda tx: tx.count_users())
-
-    def statistics(self) -> StoreStatistics:
-        return StoreStatistics(
-            reads=self._reads, writes=self._writes, failed_writes=self._failed_writes
-        )
 
     def close(self) -> None:
         for conn in self._all:
