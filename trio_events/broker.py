@@ -199,7 +199,9 @@ class Broker:
         self._pending: deque[StoredEvent] = deque()
         self._wakeup = trio.Event()
         self._poll_now = False
-        self._progress = trio.Event()  # set after every routing run
+        # Set after the next routing run; made only while someone waits for it
+        # (reach), so the routing loop allocates nothing for it otherwise.
+        self._progress: trio.Event | None = None
         self._routed = 0
         self._frames = 0
         self._drops = 0
@@ -302,6 +304,8 @@ class Broker:
         """
         while self.last_event_id < event_id:
             self.request_poll()
+            if self._progress is None:
+                self._progress = trio.Event()
             await self._progress.wait()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -323,8 +327,9 @@ class Broker:
                 self._wakeup = trio.Event()
                 poll, self._poll_now = scope.cancelled_caught or self._poll_now, False
                 await self._catch_up(poll=poll)
-                self._progress.set()
-                self._progress = trio.Event()
+                if self._progress is not None:
+                    self._progress.set()
+                    self._progress = None
                 busy_until = trio.current_time() + BUSY
         finally:
             self._store.remove_commit_listener(self.notify_committed)
