@@ -28,6 +28,7 @@ from .helpers import (
 NO_CREDENTIALS = "The Authorization HTTP-header or VirolaUserSessionId cookie expected"
 BAD_BEARER = "Wrong Bearer, please renew Web API Access Token"
 BAD_LOGIN = "The username or password is invalid."
+BAD_SESSION = "The user session has expired or was ended, please log in again"
 
 
 async def test_healthz_answers_json(client: httpx.AsyncClient) -> None:
@@ -283,3 +284,20 @@ async def test_one_address_spraying_user_names_is_limited(tmp_path: Path) -> Non
                 "/api/v1/login", json={"userName": "fresh-name", "password": "wrong-password"}
             )
     assert_error(fresh, 429)
+
+
+async def test_session_expires_after_its_ttl(tmp_path: Path) -> None:
+    config = make_config(tmp_path, auth={"session_ttl": 1.0})
+    with trio.fail_after(TEST_TIMEOUT):
+        async with serving(config) as (_, client):
+            response = await client.post(
+                "/api/v1/login", json={"userName": ADMIN_NAME, "password": ADMIN_PASSWORD}
+            )
+            session_id = response.json()["userSessionId"]
+            (cookie,) = response.headers.get_list("set-cookie")
+            fresh = await client.get("/api/v1/status", headers=session_headers(session_id))
+            await trio.sleep(1.2)
+            expired = await client.get("/api/v1/status", headers=session_headers(session_id))
+    assert "max-age=1" in [part.strip().lower() for part in cookie.split(";")]
+    assert fresh.status_code == 200
+    assert_error(expired, 401, BAD_SESSION)

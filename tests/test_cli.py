@@ -17,6 +17,7 @@ import trio
 
 from trio_events import passwords
 from trio_events.cli import main
+from trio_events.config import load_config
 
 REPO_CONFIG = Path(__file__).resolve().parent.parent / "config.toml"
 DB_NAME = "trio_events.sqlite3"
@@ -75,6 +76,13 @@ def one_error_line(err: str) -> str:
     return lines[0]
 
 
+def serve_error_line(err: str) -> str:
+    """``serve`` logs before it fails; the failure itself is still one line."""
+    assert "Traceback" not in err, err
+    own = [line for line in err.splitlines() if " trio_events." not in line]
+    return one_error_line("\n".join(own))
+
+
 def test_init_writes_config_and_prints_password_once(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -82,7 +90,12 @@ def test_init_writes_config_and_prints_password_once(
     data = tmp_path / "data"
     code, out, err = run(capsys, "init", "--config", str(config), "--data-dir", str(data))
     assert code == 0, err
-    assert config.read_bytes() == REPO_CONFIG.read_bytes()
+    # The packaged defaults, naming the data directory it was given.
+    written = config.read_text().splitlines()
+    defaults = REPO_CONFIG.read_text().splitlines()
+    changed = [(a, b) for a, b in zip(defaults, written, strict=True) if a != b]
+    assert [b.split("#")[0].strip() for _, b in changed] == [f'data_dir = "{data}"']
+    assert load_config(config).data_dir == data
     (password,) = out.splitlines()
     assert len(password) >= 8
     assert passwords.verify_password_sync(password_hash(data, "admin"), password)
@@ -256,6 +269,102 @@ def test_options_before_the_action_are_honoured(
     assert code == 0, err
     _, out, _ = run(capsys, "user", "list", *common)
     assert "gina" in out
+
+
+def test_init_without_data_dir_keeps_the_default(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "config.toml"
+    code, _, err = run(capsys, "init", "--config", str(config), "--admin-password", "pw-123456")
+    assert code == 0, err
+    assert config.read_bytes() == REPO_CONFIG.read_bytes()
+
+
+@pytest.mark.parametrize("argv", [["user", "list"], ["token", "admin"], ["room", "list"]])
+def test_a_file_that_is_not_a_database_is_one_line(
+    tmp_path: Path, common: list[str], capsys: pytest.CaptureFixture[str], argv: list[str]
+) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / DB_NAME).write_text("not a database\n")
+    code, _, err = run(capsys, *argv, *common)
+    assert code == 2
+    line = one_error_line(err)
+    assert str(data / DB_NAME) in line
+    assert "not a database" in line
+    assert (data / DB_NAME).read_text() == "not a database\n"
+
+
+def test_serve_on_a_port_in_use_is_one_line(
+    common: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code, _, err = run(capsys, "serve", *common, "--port", str(port))
+    assert code == 2
+    assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in serve_error_line(err)
+
+
+def test_serve_on_an_unresolvable_host_is_one_line(
+    common: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = run(capsys, "serve", *common, "--host", "999.1.1.1", "--port", "0")
+    assert code == 2
+    assert "cannot listen on 999.1.1.1:0" in serve_error_line(err)
+
+
+def test_serve_with_a_data_dir_that_is_a_file_is_one_line(
+    tmp_path: Path, config_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    argv = ["serve", "--config", str(config_file), "--data-dir", str(afile), "--port", "0"]
+    code, _, err = run(capsys, *argv)
+    assert code == 2
+    assert f"cannot create the data directory {afile}" in serve_error_line(err)
+
+
+@pytest.mark.parametrize("content", [None, "not a certificate\n"])
+def test_serve_with_unusable_tls_files_is_one_line(
+    tmp_path: Path,
+    common: list[str],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    content: str | None,
+) -> None:
+    pem = tmp_path / "server.pem"
+    if content is not None:
+        pem.write_text(content)
+    monkeypatch.setenv("TRIO_EVENTS_SERVER__CERTFILE", str(pem))
+    monkeypatch.setenv("TRIO_EVENTS_SERVER__KEYFILE", str(pem))
+    code, _, err = run(capsys, "serve", *common, "--port", "0")
+    assert code == 2
+    assert f"server.certfile/keyfile: cannot load {pem}" in serve_error_line(err)
+    assert not (tmp_path / "data").exists(), "nothing is created before the check"
+
+
+@pytest.mark.parametrize(
+    ("server", "url"),
+    [
+        ({}, "http://127.0.0.1:7777"),
+        ({"host": "0.0.0.0", "port": 8000}, "http://127.0.0.1:8000"),
+        ({"host": "::", "port": 8001}, "http://[::1]:8001"),
+        ({"host": "chat.example", "port": 443}, "http://chat.example:443"),
+    ],
+)
+def test_tail_finds_the_server_from_the_config(
+    tmp_path: Path, server: dict[str, object], url: str
+) -> None:
+    from trio_events.cli import _tail_url, build_parser
+
+    config = tmp_path / "config.toml"
+    config.write_text("[server]\n" + "".join(f"{k} = {v!r}\n" for k, v in server.items()))
+    args = build_parser().parse_args(["tail", "--config", str(config), "--token", "t"])
+    assert _tail_url(args) == url.replace("'", '"')
+    args = build_parser().parse_args(["tail", "--config", str(config), "--url", "http://x:1"])
+    assert _tail_url(args) == "http://x:1"
 
 
 # --- the server as a process -------------------------------------------------

@@ -166,6 +166,25 @@ def test_env_var_string_and_list() -> None:
     assert config.auth.cookie_secure is True
 
 
+def test_env_var_for_a_string_key_is_taken_as_written() -> None:
+    """A password or directory that looks like a TOML number or boolean stays text."""
+    config = load_config(
+        None,
+        environ={
+            "TRIO_EVENTS_BOOTSTRAP__ADMIN_PASSWORD": "12345678",
+            "TRIO_EVENTS_SERVER__DATA_DIR": "2024",
+            "TRIO_EVENTS_SERVER__HOST": "true",
+            "TRIO_EVENTS_STORAGE__PATH": "[x]",
+        },
+    )
+    assert config.bootstrap.admin_password == "12345678"
+    assert config.server.data_dir == "2024"
+    assert config.server.host == "true"
+    assert config.storage.path == "[x]"
+    quoted = load_config(None, environ={"TRIO_EVENTS_BOOTSTRAP__ADMIN_PASSWORD": '"a b"'})
+    assert quoted.bootstrap.admin_password == "a b"
+
+
 def test_bad_env_var_names_the_key() -> None:
     with pytest.raises(ConfigError, match=r"server\.port"):
         load_config(None, environ={"TRIO_EVENTS_SERVER__PORT": "eighty"})

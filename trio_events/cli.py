@@ -1,15 +1,21 @@
-"""The ``trio-events`` command: serve, init, user, token.
+"""The ``trio-events`` command: serve, init, user, room, token, tail, migrate-storage.
 
-Every subcommand takes ``--config PATH`` and ``--data-dir DIR``.  Errors are one
-line on stderr and a non-zero exit status, never a traceback.
+Every subcommand but ``tail`` takes ``--config PATH`` and ``--data-dir DIR``
+(``tail`` takes ``--config`` to find the server).  Errors are one line on
+stderr and a non-zero exit status, never a traceback: a traceback is kept for
+bugs.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import gc
+import json
 import os
+import re
 import signal
+import sqlite3
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
@@ -25,7 +31,7 @@ from .errors import ApiError
 from .logs import configure_logging
 from .migrate_storage import migrate_storage
 from .model import SYSTEM_USER
-from .server import serve
+from .server import serve, ssl_context
 from .services import Services
 from .services.bootstrap import ensure_admin
 from .store import open_store
@@ -121,7 +127,15 @@ def build_parser() -> argparse.ArgumentParser:
     mdel.add_argument("user")
 
     p = sub.add_parser("tail", help="print a user's live event stream, one JSON per line")
-    p.add_argument("--url", default="http://127.0.0.1:7777", help="the server's base URL")
+    p.add_argument(
+        "--config",
+        metavar="PATH",
+        default=argparse.SUPPRESS,
+        help="find the server from this config (default: ./config.toml if present)",
+    )
+    p.add_argument(
+        "--url", help="the server's base URL (default: from the config, else http://127.0.0.1:7777)"
+    )
     p.add_argument("--user", help="log in as this user (with --password)")
     p.add_argument("--password", help="the password, or - to read it from stdin")
     p.add_argument("--token", help="a Web API token instead (default: $TRIO_EVENTS_TOKEN)")
@@ -210,8 +224,35 @@ def cmd_serve(args: argparse.Namespace) -> int:
         fds = [int(fd) for fd in args.listen_fds.split(",") if fd]
     except ValueError:
         raise CliError(f"--listen-fds: expected descriptors, got {args.listen_fds!r}") from None
-    trio.run(_serve_until_signal, config, fds)
+    _check_tls(config)
+    try:
+        try:
+            trio.run(_serve_until_signal, config, fds)
+        except BaseExceptionGroup as group:
+            raise _sole_error(group) from None
+    except OSError as exc:
+        if exc.filename is not None:
+            raise
+        # Binding is the only step without a file name: say where it failed.
+        where = f"{config.server.host}:{config.server.port}"
+        reason = exc.strerror or str(exc)
+        if exc.errno == errno.EADDRINUSE:
+            reason += " (another server is running there? choose another with --port)"
+        raise CliError(f"cannot listen on {where}: {reason}") from None
     return 0
+
+
+def _check_tls(config: Config) -> None:
+    """Load the certificate once before starting, to name the file that is wrong."""
+    if not config.server.tls:
+        return
+    try:
+        ssl_context(config)
+    except OSError as exc:  # ssl.SSLError is one too
+        files = f"{config.server.certfile}, {config.server.keyfile}"
+        raise CliError(
+            f"server.certfile/keyfile: cannot load {files}: {exc.strerror or exc}"
+        ) from None
 
 
 async def _supervise_until_signal(config: Config, argv: Sequence[str], workers: int) -> int:
@@ -234,7 +275,16 @@ def cmd_init(args: argparse.Namespace) -> None:
     path = Path(getattr(args, "config", None) or "config.toml")
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(resources.files("trio_events").joinpath("default_config.toml").read_text())
+        text = resources.files("trio_events").joinpath("default_config.toml").read_text()
+        if getattr(args, "data_dir", None):
+            # The written file must name the directory this deployment uses,
+            # or a later plain `serve` starts an empty one next to it.
+            data_dir = json.dumps(str(Path(args.data_dir).resolve()))  # a TOML basic string
+            text, found = re.subn(
+                r'^data_dir = "data"', lambda _: f"data_dir = {data_dir}", text, flags=re.M
+            )
+            assert found == 1, "default_config.toml lost its data_dir line"
+        path.write_text(text)
         print(f"wrote {path}", file=sys.stderr)
     args.config = str(path)
     config = _load(args)
@@ -327,11 +377,27 @@ def cmd_token(args: argparse.Namespace) -> None:
     _run_with_services(config, run)
 
 
+def _tail_url(args: argparse.Namespace) -> str:
+    """``--url``, else the configured server's own address, else the default one."""
+    if args.url:
+        return str(args.url)
+    config_arg = getattr(args, "config", None)
+    path = Path(config_arg) if config_arg else default_config_path()
+    if path is None:
+        return "http://127.0.0.1:7777"
+    server = load_config(path).server
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(server.host, server.host)
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{'https' if server.tls else 'http'}://{host}:{server.port}"
+
+
 def cmd_tail(args: argparse.Namespace) -> int:
     password = _password(args.password) if args.password is not None else None
     token = args.token or os.environ.get("TRIO_EVENTS_TOKEN")
+    url = _tail_url(args)
     try:
-        return trio.run(partial(tail, args.url, user=args.user, password=password, token=token))
+        return trio.run(partial(tail, url, user=args.user, password=password, token=token))
     except TailError as exc:
         raise CliError(str(exc)) from None
 
@@ -372,12 +438,38 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int | None]] = {
 }
 
 
+EXPECTED_ERRORS = (ConfigError, CliError, ApiError, OSError, sqlite3.Error, KeyboardInterrupt)
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for sub in exc.exceptions for leaf in _leaves(sub)]
+    return [exc]
+
+
+def _sole_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The error a user should read from a group raised out of nurseries.
+
+    Start-up failures (a port in use, an unreadable database) surface from
+    inside the server's nurseries wrapped in exception groups.  When every
+    leaf is an error we expect, the first one is the story; anything else is
+    a bug and keeps its traceback.
+    """
+    leaves = _leaves(group)
+    if all(isinstance(leaf, EXPECTED_ERRORS) for leaf in leaves):
+        return leaves[0]
+    return group
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     raw = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(raw)
     args.argv = raw
     try:
-        status = COMMANDS[args.command](args)
+        try:
+            status = COMMANDS[args.command](args)
+        except BaseExceptionGroup as group:
+            raise _sole_error(group) from None
     except (ConfigError, CliError) as exc:
         print(f"trio-events: error: {exc}", file=sys.stderr)
         return 2
@@ -386,6 +478,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except OSError as exc:
         print(f"trio-events: error: {exc}", file=sys.stderr)
+        return 1
+    except sqlite3.Error as exc:
+        print(f"trio-events: error: the database: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 0 if args.command == "tail" else 130

@@ -16,7 +16,7 @@ import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 import attrs
 import cattrs
@@ -237,8 +237,30 @@ def _sections() -> dict[str, type]:
     return {field.name: field.type for field in attrs.fields(Config)}  # type: ignore[misc]
 
 
-def _parse_env_value(raw: str) -> object:
-    """Read an environment value as a TOML value when it is one, else as a string."""
+def _is_text(hint: object) -> bool:
+    if hint is str:
+        return True
+    return get_origin(hint) is Literal and all(isinstance(arg, str) for arg in get_args(hint))
+
+
+def _text_keys() -> set[tuple[str, str]]:
+    """The (section, key) pairs whose value is a string, whatever it looks like."""
+    return {
+        (section, key)
+        for section, cls in get_type_hints(Config).items()
+        for key, hint in get_type_hints(cls).items()
+        if _is_text(hint)
+    }
+
+
+def _parse_env_value(raw: str, *, text: bool) -> object:
+    """Read an environment value as a TOML value when it is one, else as a string.
+
+    A string key takes the value as written (a password ``12345678`` stays a
+    string), unless it is quoted the TOML way.
+    """
+    if text and not raw.startswith(('"', "'")):
+        return raw
     try:
         return tomllib.loads(f"v = {raw}")["v"]
     except tomllib.TOMLDecodeError:
@@ -247,11 +269,14 @@ def _parse_env_value(raw: str) -> object:
 
 def _env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, object]]:
     overrides: dict[str, dict[str, object]] = {}
+    text_keys = _text_keys()
     for name, raw in environ.items():
         if not name.startswith(ENV_PREFIX) or "__" not in name[len(ENV_PREFIX) :]:
             continue
         section, _, key = name[len(ENV_PREFIX) :].partition("__")
-        overrides.setdefault(section.lower(), {})[key.lower()] = _parse_env_value(raw)
+        section, key = section.lower(), key.lower()
+        text = (section, key) in text_keys
+        overrides.setdefault(section, {})[key] = _parse_env_value(raw, text=text)
     return overrides
 
 

@@ -24,7 +24,7 @@ from typing import TypeVar
 
 import trio
 
-from ..config import StorageConfig
+from ..config import ConfigError, StorageConfig
 from ..model import StoredEvent
 from .base import Tx
 from .dialect import SqliteDb
@@ -128,8 +128,15 @@ async def open_sqlite_store(path: Path, config: StorageConfig) -> AsyncIterator[
     """
 
     def setup() -> SqliteStore:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        applied = apply_migrations(path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            message = f"cannot create the data directory {path.parent}: {exc.strerror}"
+            raise ConfigError(message) from None
+        try:
+            applied = apply_migrations(path)
+        except sqlite3.DatabaseError as exc:  # not a database, corrupt, unreadable
+            raise ConfigError(f"cannot use the database {path}: {exc}") from None
         if applied:
             log.info("migrations applied path=%s ids=%s", path, ",".join(applied))
         writer = connect(path, config)
