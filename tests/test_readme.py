@@ -102,10 +102,26 @@ async def test_the_curl_tour_runs_as_written(served: Served) -> None:
     answers = [
         json.loads(text) for text in re.split(r"(?<=\})(?=\{)", result.stdout.decode().strip())
     ]
-    assert len(answers) == 11
-    assert all(answer["httpStatusCode"] == 200 for answer in answers), answers
+    # What the README says comes back, in order.
+    assert len(answers) == 15
+    assert [answer["httpStatusCode"] for answer in answers] == [200] * 12 + [403, 200, 200]
     assert answers[0]["userId"] == 2  # alice, after the admin
     assert [room["displayName"] for room in answers[1]["rooms"]] == ["General", "Ops"]
+    assert [room["unreadMessageCount"] for room in answers[1]["rooms"]] == [0, 0]
+    assert answers[2]["messageId"] == 1
+    assert answers[4]["message"]["text"] == "Hello, whole team"
+    assert answers[5]["userId"] == 3  # bob
+    for before_after, unread in ((answers[6], 1), (answers[8], 0)):
+        assert [room["displayName"] for room in before_after["rooms"]] == ["General"]
+        assert before_after["rooms"][0]["unreadMessageCount"] == unread
+    (message,) = answers[9]["messages"]
+    assert message["text"] == "Hello, whole team"
+    assert message["commentCount"] == 1
+    assert [comment["text"] for comment in answers[10]["messages"]] == ["A comment"]
+    flags = answers[11]["roomPermissions"]["permissions"]
+    assert flags["canSendMessagesInMainThread"] is True
+    assert flags["canEditOrDeleteOwnMessagesInMainThread"] is True
+    assert answers[12]["errorText"] in " ".join(README.split())
     assert answers[-1]["userId"] == 2  # the bearer token is alice's
 
 
