@@ -205,7 +205,10 @@ async def test_run_serve_starts_and_stops(tmp_path: Path) -> None:
     log = tmp_path / "serve.log"
     with log.open("wb") as stderr:
         process = await trio.lowlevel.open_process(
-            [str(REPO / "run"), "serve", "--port", str(port), "--data-dir", str(tmp_path)],
+            [
+                *[str(REPO / "run"), "serve", "--port", str(port), "--host", "127.0.0.1"],
+                *["--data-dir", str(tmp_path)],
+            ],
             cwd=REPO,
             env=env,
             stdout=subprocess.DEVNULL,
