@@ -249,3 +249,130 @@ async def test_run_serve_refuses_an_impossible_port() -> None:
     expected = "trio-events: error: server.port: must be between 0 and 65535, got 70000"
     assert expected in README
     assert result.stderr.decode().strip().splitlines()[-1] == expected
+
+
+def blocks_after(heading: str) -> list[str]:
+    """Every ```sh block of the section that starts at ``heading``."""
+    rest = README[README.index(heading) + len(heading) :]
+    section = rest[: rest.index("\n## ")]
+    return re.findall(r"```sh\n(.*?)```", section, re.S)
+
+
+def end_of(log: Path) -> str:
+    return log.read_text()[-3000:]
+
+
+async def wait_healthy(process: trio.Process, port: int, log: Path) -> None:
+    with trio.fail_after(120):  # ./run may install into .venv on a fresh checkout
+        while not await healthy(port):
+            assert process.poll() is None, end_of(log)
+            await trio.sleep(0.2)
+
+
+async def stop(process: trio.Process) -> int:
+    if process.returncode is None:
+        process.send_signal(signal.SIGTERM)
+        with trio.move_on_after(30):
+            await process.wait()
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    return process.returncode
+
+
+@pytest.mark.slow
+async def test_the_scaling_commands_run_as_written(tmp_path: Path) -> None:
+    """Both Scaling blocks: ``--workers 2``, then two processes on two ports,
+    on a database of their own (the README's name with a unique suffix)."""
+    from .cluster_helpers import new_channel, require_redis
+    from .pg_helpers import require_postgres
+
+    require_postgres()
+    require_redis()
+    workers_block, two_block = blocks_after("## Scaling")
+    database = f"trio_events_readme_{os.getpid()}_{free_port()}"
+    setup = workers_block.replace("trio_events\n", f"{database}\n")
+    assert setup.count(database) == 2, "createdb and the URL name the database"
+    port = free_port()
+    setup = setup.replace("./run serve --workers 2", f"exec ./run serve --workers 2 --port {port}")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRIO_EVENTS_")}
+    env.update(
+        TRIO_EVENTS_SERVER__DATA_DIR=str(tmp_path / "data"),
+        TRIO_EVENTS_BOOTSTRAP__ADMIN_PASSWORD=ADMIN_PASSWORD,
+        TRIO_EVENTS_BUS__CHANNEL=new_channel(),
+    )
+    log = tmp_path / "serve.log"
+    try:
+        with log.open("wb") as stderr:
+            workers = await trio.lowlevel.open_process(
+                ["bash", "-euo", "pipefail", "-c", setup],
+                cwd=REPO,
+                env=env,
+                stdout=stderr,
+                stderr=stderr,
+            )
+            try:
+                await wait_healthy(workers, port, log)
+                async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+                    ready = (await client.get("/readyz")).json()
+                    login = await client.post(
+                        "/api/v1/login", json={"userName": "admin", "password": ADMIN_PASSWORD}
+                    )
+            finally:
+                assert await stop(workers) == 0, end_of(log)
+        assert ready == {"status": "ready", "storage": "ok", "bus": "ok", "httpStatusCode": 200}
+        assert login.status_code == 200
+
+        # The same four variables, as the README says, and the two lines.
+        for line in setup.splitlines():
+            if line.startswith("export "):
+                name, _, value = line.removeprefix("export ").partition("=")
+                env[name] = value
+        ports = [free_port(), free_port()]
+        processes = []
+        with log.open("ab") as stderr:
+            try:
+                for line, other in zip(two_block.strip().splitlines(), ports, strict=True):
+                    command = line.removesuffix("&").strip()
+                    command = re.sub(r"--port \d+", f"--port {other}", command)
+                    command = command.replace("shared-data", str(tmp_path / "shared-data"))
+                    processes.append(
+                        await trio.lowlevel.open_process(
+                            ["bash", "-c", f"exec {command}"],
+                            cwd=REPO,
+                            env=env,
+                            stdout=stderr,
+                            stderr=stderr,
+                        )
+                    )
+                for process, other in zip(processes, ports, strict=True):
+                    await wait_healthy(process, other, log)
+                first, second = (
+                    httpx.AsyncClient(base_url=f"http://127.0.0.1:{other}") for other in ports
+                )
+                async with first, second:
+                    for client in (first, second):
+                        response = await client.post(
+                            "/api/v1/login",
+                            json={"userName": "admin", "password": ADMIN_PASSWORD},
+                        )
+                        assert response.status_code == 200
+                    created = await first.post(
+                        "/api/v1/rooms", json={"displayName": "Both", "roomType": "Public"}
+                    )
+                    room_id = created.json()["roomId"]
+                    posted = await first.post(
+                        f"/api/v1/rooms/{room_id}/messages", json={"content": "from 1"}
+                    )
+                    assert posted.status_code == 200, posted.text
+                    seen = await second.get(f"/api/v1/rooms/{room_id}/messages")
+            finally:
+                codes = [await stop(process) for process in processes]
+        assert codes == [0, 0], end_of(log)
+        assert [m["text"] for m in seen.json()["messages"]] == ["from 1"]
+    finally:
+        await trio.run_process(
+            ["dropdb", "-h", "127.0.0.1", "-U", "postgres", "--if-exists", "--force", database],
+            check=False,
+            capture_stderr=True,
+        )
