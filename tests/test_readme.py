@@ -277,7 +277,8 @@ async def stop(process: trio.Process) -> int:
         if process.returncode is None:
             process.kill()
             await process.wait()
-    return process.returncode
+    code: int = await process.wait()
+    return code
 
 
 @pytest.mark.slow
