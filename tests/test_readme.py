@@ -22,6 +22,7 @@ import httpx
 import pytest
 import trio
 
+from .contract_helpers import contract as load_contract
 from .helpers import healthy
 
 REPO = Path(__file__).resolve().parent.parent
@@ -186,6 +187,7 @@ async def test_tail_prints_the_stream_as_written(served: Served) -> None:
 
 
 async def read_lines(process: trio.Process, count: int) -> list[str]:
+    """The next ``count`` lines of ``tail``; each must be a frame of the contract."""
     assert process.stdout is not None
     buffer = getattr(process, "_test_buffer", b"")
     while buffer.count(b"\n") < count:
@@ -194,7 +196,10 @@ async def read_lines(process: trio.Process, count: int) -> list[str]:
         buffer += chunk
     *lines, rest = buffer.split(b"\n", count)
     process._test_buffer = rest  # type: ignore[attr-defined]
-    return [line.decode() for line in lines]
+    texts = [line.decode() for line in lines]
+    for text in texts:
+        assert load_contract().check_frame(text, "tail output") == []
+    return texts
 
 
 async def test_run_serve_starts_and_stops(tmp_path: Path) -> None:
