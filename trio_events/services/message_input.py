@@ -62,18 +62,9 @@ def parse_issue(value: object, base: IssueProperties | None = None) -> IssueProp
     issue_type = v.optional_enum(body, "type", IssueType, "issueProperties") or base.type
     status = v.optional_enum(body, "status", IssueStatus, "issueProperties") or base.status
     assignees = base.assignees
-    if body.get("assignees") is not None:
-        raw = body["assignees"]
-        if (
-            not isinstance(raw, list)
-            or len(raw) > MAX_ASSIGNEES
-            or not all(isinstance(a, int) and not isinstance(a, bool) and a > 0 for a in raw)
-        ):
-            raise BadRequest(
-                f"Field 'issueProperties.assignees' must be a list of at most"
-                f" {MAX_ASSIGNEES} user ids"
-            )
-        assignees = tuple(dict.fromkeys(raw))
+    listed = v.optional_id_list(body, "assignees", MAX_ASSIGNEES, "issueProperties")
+    if listed is not None:
+        assignees = tuple(listed)
     return IssueProperties(type=issue_type, status=status, assignees=assignees)
 
 
