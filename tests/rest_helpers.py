@@ -134,10 +134,16 @@ async def post_batch(
 
 
 async def comment(
-    client: httpx.AsyncClient, actor: Actor, parent_id: int, content: str = "a comment"
+    client: httpx.AsyncClient,
+    actor: Actor,
+    parent_id: int,
+    content: str = "a comment",
+    **fields: Any,
 ) -> int:
     response = await client.post(
-        f"/api/v1/messages/{parent_id}/comments", json={"content": content}, headers=actor.headers
+        f"/api/v1/messages/{parent_id}/comments",
+        json={"content": content, **fields},
+        headers=actor.headers,
     )
     message_id = body_of(response)["messageId"]
     assert isinstance(message_id, int)

@@ -131,6 +131,12 @@ class MessagePatch:
     issue: object | None
     meeting: object | None
 
+    @property
+    def only_issue_properties(self) -> bool:
+        """Whether the patch changes an issue's properties and nothing else."""
+        others = (self.text, self.markup_type, self.priority, self.meeting)
+        return self.issue is not None and all(value is None for value in others)
+
 
 def parse_patch(body: Mapping[str, Any], max_bytes: int) -> MessagePatch:
     v.reject_unknown(body, _PATCH_FIELDS)

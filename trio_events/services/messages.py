@@ -163,7 +163,11 @@ class MessageService:
         def write(tx: Tx) -> Message:
             message, access = _message_for(tx, user, message_id)
             access.require_writable()
-            access.require_author_or_moderator(message.user_id)
+            if patch.only_issue_properties and message.issue_properties is not None:
+                assignees = message.issue_properties.assignees
+                access.require_involved_or_moderator(message.user_id, assignees)
+            else:
+                access.require_author_or_moderator(message.user_id)
             changes: dict[str, Any] = {"last_modified_utc": now}
             if patch.text is not None:
                 changes.update(text=patch.text, last_edited_utc=now)
