@@ -16,6 +16,7 @@ from .helpers import assert_error, make_config, serving
 from .rest_helpers import (
     MESSAGE_FIELDS,
     Actor,
+    Json,
     admin_actor,
     body_of,
     comment,
@@ -257,6 +258,59 @@ async def test_bad_post_changes_nothing(
             url = f"/api/v1/messages/{parent}/comments"
             assert_error(await client.post(url, json=body, headers=alice.headers), status)
         assert await snapshot(client, server, alice) == before
+
+
+@pytest.mark.parametrize(
+    ("fields", "text"),
+    [
+        (
+            {"messageType": "Meeting"},
+            "Field 'meetingProperties' is required for messages of type Meeting",
+        ),
+        (
+            {"messageType": "Meeting", "meetingProperties": None},
+            "Field 'meetingProperties' is required for messages of type Meeting",
+        ),
+        (
+            {"messageType": "Meeting", "meetingProperties": []},
+            "Field 'meetingProperties' must be a JSON object",
+        ),
+        (
+            {"messageType": "Meeting", "meetingProperties": {}},
+            "Field 'meetingProperties.timeUtc' is required",
+        ),
+        (
+            {"messageType": "Issue", "issueProperties": ""},
+            "Field 'issueProperties' must be a JSON object",
+        ),
+        (
+            {"messageType": "Issue", "issueProperties": []},
+            "Field 'issueProperties' must be a JSON object",
+        ),
+        (
+            {"messageType": "Regular", "meetingProperties": {"timeUtc": 1}},
+            "Field 'meetingProperties' is only for messages of type Meeting",
+        ),
+    ],
+)
+async def test_type_properties_errors_say_what_is_wrong(
+    client: httpx.AsyncClient, server: trio_events.RunningServer, fields: Json, text: str
+) -> None:
+    with trio.fail_after(TIMEOUT):
+        admin = await admin_actor(client)
+        room_id = await create_room(client, admin, "r", "Public")
+        before = await snapshot(client, server, admin)
+        body = {"content": "x", **fields}
+        url = f"/api/v1/rooms/{room_id}/messages"
+        assert_error(await client.post(url, json=body, headers=admin.headers), 400, text)
+        batch = {"messages": [{"content": "ok"}, body]}
+        response = await client.post(url, json=batch, headers=admin.headers)
+        assert_error(response, 400, f"messages[1]: {text}")
+        assert await snapshot(client, server, admin) == before
+        no_properties = await post(client, admin, room_id, "task", messageType="Issue")
+        listed = await history(client, admin, room_id)
+    assert ids(listed) == [no_properties]
+    assert listed[0]["issueProperties"] == {"type": "Task", "status": "ToDo", "assignees": []}
 
 
 async def test_batch_answers_ids_in_order(

@@ -93,9 +93,12 @@ def parse_new_message(body: object, max_bytes: int) -> NewMessage:
     if fields.get("meetingProperties") is not None and message_type is not MessageType.MEETING:
         raise BadRequest("Field 'meetingProperties' is only for messages of type Meeting")
     if message_type is MessageType.ISSUE:
-        issue = parse_issue(fields.get("issueProperties") or {})
+        given = fields.get("issueProperties")
+        issue = IssueProperties() if given is None else parse_issue(given)
     if message_type is MessageType.MEETING:
-        meeting = parse_meeting(fields.get("meetingProperties"))
+        if fields.get("meetingProperties") is None:
+            raise BadRequest("Field 'meetingProperties' is required for messages of type Meeting")
+        meeting = parse_meeting(fields["meetingProperties"])
     return NewMessage(
         text=text,
         markup_type=v.optional_enum(fields, "markupType", MarkupType) or MarkupType.TEXT_PLAIN,
