@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import httpx
 import pytest
 import trio
 from prometheus_client.parser import text_string_to_metric_families
@@ -76,6 +77,41 @@ async def test_metrics_report_streams_events_requests_and_store(tmp_path: Path) 
 
             after = await closed()
             assert after["trio_events_stream_closes_total{reason=client_closed}"] == 1
+
+
+async def test_junk_methods_and_paths_add_no_series(tmp_path: Path) -> None:
+    """Labels come from fixed sets: a client cannot make /metrics grow."""
+
+    async def junk(client: httpx.AsyncClient, n: int) -> None:
+        for method, path in [
+            (f"ZZZ{n}", "/api/v1/rooms"),  # 405
+            (f"ZZZ{n}", f"/junk/{n}"),  # 405 of the console's catch-all
+            (f"zzz{n}", "/metrics"),
+            ("GET", f"/api/v1/junk/{n}"),  # 404
+            ("GET", f"/api/v1/rooms/{n}/junk{n}"),
+            ("POST", f"/api/v1/nothing-{n}"),
+            ("GET", f"/junk/{n}"),  # the catch-all's rule, 404
+            ("GET", f"/api/v1/rooms/{n}"),  # 401
+        ]:
+            assert (await client.request(method, path)).status_code in (401, 404, 405)
+
+    with trio.fail_after(TEST_TIMEOUT):
+        async with serving(make_config(tmp_path)) as (_, client):
+            await junk(client, 1)
+            await client.get("/metrics")  # (its own series appears from the next scrape)
+            before = samples((await client.get("/metrics")).text)
+            for n in range(2, 102):
+                await junk(client, n)
+            after = samples((await client.get("/metrics")).text)
+    assert set(after) == set(before)
+    requests = [name for name in after if name.startswith("trio_events_http_request_seconds_")]
+    assert not [name for name in requests if "junk" in name or "ZZZ" in name.upper()]
+    counted = "trio_events_http_request_seconds_count{method=%s,route=%s,status=%s}"
+    assert after[counted % ("other", "unmatched", "405")] == 101 * 3  # (no rule on a 405)
+    assert after[counted % ("GET", "unmatched", "404")] == 101 * 2
+    assert after[counted % ("POST", "unmatched", "404")] == 101
+    assert after[counted % ("GET", "/<webpath:path>", "404")] == 101
+    assert after[counted % ("GET", "/api/v1/rooms/<int:room_id>", "401")] == 101
 
 
 async def test_metrics_from_elsewhere_need_an_admin(

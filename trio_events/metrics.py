@@ -35,6 +35,10 @@ CLOSE_REASONS = {
     4008: "slow_consumer",
 }
 QUEUE_BUCKETS = (0, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000)
+# Labels take only these values, whatever a client sends: a raw method or
+# path as a label would let anyone create series without end.
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+UNMATCHED_ROUTE = "unmatched"
 
 
 class _BrokerCollector(Collector):
@@ -136,6 +140,13 @@ class Metrics:
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0),
             registry=self.registry,
         )
+
+    def request_done(self, rule: str | None, method: str, status: int, seconds: float) -> None:
+        """One REST request: ``rule`` is the matched URL rule (None when no
+        route matched), never the path a client sent."""
+        method = method if method in HTTP_METHODS else "other"
+        route = rule if rule is not None else UNMATCHED_ROUTE
+        self.requests.labels(route, method, str(status)).observe(seconds)
 
     def store_observer(self) -> Callable[[str, float], None]:
         read = self.store_seconds.labels("read")

@@ -97,10 +97,8 @@ def create_app(svc: Services) -> QuartTrio:
         started = g.get("started")
         elapsed = (time.perf_counter() - started) * 1000 if started is not None else 0.0
         response.headers.setdefault("Cache-Control", "no-store")
-        rule = request.url_rule.rule if request.url_rule is not None else "unmatched"
-        svc.metrics.requests.labels(rule, request.method, str(response.status_code)).observe(
-            elapsed / 1000
-        )
+        rule = request.url_rule.rule if request.url_rule is not None else None
+        svc.metrics.request_done(rule, request.method, response.status_code, elapsed / 1000)
         access_log.info(
             "request method=%s path=%s status=%d ms=%.1f user=%s remote=%s",
             request.method,
