@@ -24,6 +24,16 @@ from .helpers import (
     make_config,
     serving,
 )
+from .rest_helpers import (
+    Actor,
+    admin_actor,
+    body_of,
+    comment,
+    create_room,
+    post,
+    snapshot,
+    user_actors,
+)
 
 JSON = {"Content-Type": "application/json"}
 
@@ -232,3 +242,139 @@ async def test_body_ids_out_of_range_are_400(
         assert await server.services.store.read(lambda tx: tx.latest_event_id()) == latest
     text = assert_error(response, 400)["errorText"]
     assert f"user ids (integers from 1 to {MAX_ID})" in text
+
+
+# Failed requests change nothing: every row of every table is compared.
+
+
+async def test_failed_requests_leave_every_table_unchanged(
+    client: httpx.AsyncClient, server: trio_events.RunningServer
+) -> None:
+    with trio.fail_after(TEST_TIMEOUT):
+        admin = await admin_actor(client)
+        alice, bob, carol = await user_actors(client, server, "alice", "bob", "carol")
+        lobby = await create_room(client, admin, "lobby", "Public")
+        team = await create_room(client, admin, "team", "Private", [alice, bob])
+        old = await create_room(client, admin, "old", "Public")
+        parent = await post(client, alice, team, "parent")
+        reply = await comment(client, bob, parent, "reply")
+        issue = await post(
+            client,
+            alice,
+            team,
+            "task",
+            messageType="Issue",
+            issueProperties={"assignees": [bob.user_id]},
+        )
+        frozen = await post(client, alice, old, "frozen")
+        body_of(
+            await client.patch(
+                f"/api/v1/rooms/{old}", json={"isArchived": True}, headers=admin.headers
+            )
+        )
+        huge = 10**30
+        bad: list[tuple[Actor | None, str, str, Any, int]] = [
+            (alice, "POST", f"/api/v1/rooms/{team}/messages", {}, 400),
+            (
+                alice,
+                "POST",
+                f"/api/v1/rooms/{team}/messages",
+                {"messages": [{"content": "ok"}, {"content": ""}]},
+                400,
+            ),
+            (
+                alice,
+                "POST",
+                f"/api/v1/rooms/{team}/messages",
+                {"content": "x", "messageType": "Meeting"},
+                400,
+            ),
+            (
+                alice,
+                "POST",
+                f"/api/v1/rooms/{team}/messages",
+                {"content": "x", "messageType": "Issue", "issueProperties": {"assignees": [huge]}},
+                400,
+            ),
+            (carol, "POST", f"/api/v1/rooms/{team}/messages", {"content": "x"}, 404),
+            (alice, "POST", f"/api/v1/rooms/{old}/messages", {"content": "x"}, 403),
+            (alice, "POST", f"/api/v1/messages/{reply}/comments", {"content": "x"}, 400),
+            (bob, "PATCH", f"/api/v1/messages/{parent}", {"content": "x"}, 403),
+            (bob, "PATCH", f"/api/v1/messages/{issue}", {"content": "x"}, 403),
+            (
+                alice,
+                "PATCH",
+                f"/api/v1/messages/{issue}",
+                {"issueProperties": {"assignees": [424242]}},
+                400,
+            ),
+            (bob, "DELETE", f"/api/v1/messages/{parent}", None, 403),
+            (alice, "DELETE", f"/api/v1/messages/{frozen}", None, 403),
+            (carol, "POST", f"/api/v1/messages/{parent}/read", None, 404),
+            (carol, "POST", f"/api/v1/messages/{huge}/read", None, 404),
+            (bob, "PUT", f"/api/v1/rooms/{team}/members/{carol.user_id}", {}, 403),
+            (admin, "PUT", f"/api/v1/rooms/{team}/members/424242", {}, 404),
+            (admin, "PUT", f"/api/v1/rooms/{team}/members/{huge}", {}, 404),
+            (
+                admin,
+                "PUT",
+                f"/api/v1/rooms/{team}/members/{carol.user_id}",
+                {"isModerator": "yes"},
+                400,
+            ),
+            (admin, "DELETE", f"/api/v1/rooms/{team}/members/{carol.user_id}", None, 404),
+            (
+                admin,
+                "POST",
+                "/api/v1/rooms",
+                {"displayName": "x", "roomType": "Public", "memberIds": [424242]},
+                400,
+            ),
+            (
+                admin,
+                "POST",
+                "/api/v1/rooms",
+                {"displayName": "x", "roomType": "Public", "memberIds": [huge]},
+                400,
+            ),
+            (alice, "POST", "/api/v1/rooms", {"displayName": "x", "roomType": "Public"}, 403),
+            (admin, "PATCH", f"/api/v1/rooms/{team}", {"roomType": "Secret"}, 400),
+            (alice, "PATCH", f"/api/v1/rooms/{team}", {"isArchived": True}, 403),
+            (alice, "DELETE", f"/api/v1/rooms/{team}", None, 403),
+            (carol, "PUT", f"/api/v1/rooms/{team}/pin", None, 404),
+            (
+                admin,
+                "POST",
+                "/api/v1/users",
+                {"userName": "alice", "password": "long-enough-1"},
+                409,
+            ),
+            (alice, "PATCH", f"/api/v1/users/{bob.user_id}", {"isAdmin": True}, 403),
+            (None, "POST", f"/api/v1/rooms/{lobby}/messages", {"content": "x"}, 401),
+            (alice, "PUT", f"/api/v1/rooms/{lobby}/messages", {"content": "x"}, 405),
+            (
+                None,
+                "POST",
+                "/api/v1/login",
+                {"userName": "alice", "password": "wrong-password"},
+                401,
+            ),
+            (alice, "GET", f"/api/v1/rooms/{team}/messages?cursor={huge}", None, 400),
+        ]
+        before = await snapshot(client, server, admin)
+        for actor, method, path, body, status in bad:
+            headers = {**(actor.headers if actor else {}), **CLOSE}
+            response = await client.request(method, path, json=body, headers=headers)
+            assert_error(response, status)
+        after = await snapshot(client, server, admin)
+        assert after == before
+        # The tables catch what the admin's view of the API does not show:
+        # carol's pin of the lobby (a row of room_pins and an event for her).
+        body_of(await client.put(f"/api/v1/rooms/{lobby}/pin", headers=carol.headers))
+        pinned = await snapshot(client, server, admin)
+    seen_by_admin = {"rooms", *(key for key in before if key.startswith("history/"))}
+    assert {key: pinned[key] for key in seen_by_admin} == {
+        key: before[key] for key in seen_by_admin
+    }
+    assert pinned["database"]["room_pins"] == [(lobby, carol.user_id)]
+    assert pinned["database"] != before["database"]

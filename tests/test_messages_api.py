@@ -418,6 +418,64 @@ async def test_comments_and_comment_counts(
         assert await snapshot(client, server, alice) == before
 
 
+async def test_comment_paging_both_directions(tmp_path: Path) -> None:
+    """250 comments under one message, others around them: every page is
+    ascending, the cursor is exclusive, the limit is capped at max_page."""
+    config = make_config(tmp_path, limits={"max_page": MAX_PAGE})
+    with trio.fail_after(TIMEOUT):
+        async with serving(config) as (server, client):
+            admin = await admin_actor(client)
+            alice, bob = await user_actors(client, server, "alice", "bob")
+            room_id = await create_room(client, admin, "r", "Public")
+            parent, other = await post_batch(client, alice, room_id, ["parent", "other"])
+            replies: list[int] = []
+            for n in range(250):
+                replies.append(await comment(client, (alice, bob)[n % 2], parent, f"c{n}"))
+                if n % 50 == 0:  # neither other comments nor messages show up
+                    await comment(client, bob, other, f"elsewhere {n}")
+                    await post(client, alice, room_id, f"top {n}")
+            assert replies == sorted(replies)
+            mine = set(replies)
+
+            async def page(**params: str | int) -> list[int]:
+                got = ids(await comments(client, alice, parent, **params))
+                assert got == sorted(got)
+                assert set(got) <= mine
+                return got
+
+            assert await page() == replies[:MAX_PAGE]
+            assert await page(cursor=-1) == replies[:MAX_PAGE]
+            assert await page(cursor="") == replies[:MAX_PAGE]
+            assert await page(direction="backward") == replies[-MAX_PAGE:]
+            assert await page(direction="backward", cursor=-1) == replies[-MAX_PAGE:]
+            assert await page(limit=1000) == replies[:MAX_PAGE]
+            assert await page(limit=9) == replies[:9]
+            assert await page(direction="backward", limit=4) == replies[-4:]
+            assert await page(cursor=replies[100], limit=5) == replies[101:106]
+            assert await page(cursor=replies[100], direction="backward") == replies[50:100]
+            assert await page(cursor=parent) == replies[:MAX_PAGE]  # ids below the first
+            assert await page(cursor=replies[-1]) == []
+            assert await page(cursor=replies[0], direction="backward") == []
+
+            for limit in (7, MAX_PAGE, 1000):
+                walked: list[int] = []
+                cursor: int = -1
+                while chunk := await page(cursor=cursor, limit=limit):
+                    walked += chunk
+                    cursor = chunk[-1]
+                assert walked == replies, limit
+                walked = []
+                cursor = -1
+                while chunk := await page(cursor=cursor, direction="backward", limit=limit):
+                    walked = chunk + walked
+                    cursor = chunk[0]
+                assert walked == replies, limit
+            counts = {
+                m["messageId"]: m["commentCount"] for m in await history(client, bob, room_id)
+            }
+            assert (counts[parent], counts[other]) == (250, 5)
+
+
 async def test_delete_rules(client: httpx.AsyncClient, server: trio_events.RunningServer) -> None:
     with trio.fail_after(TIMEOUT):
         admin = await admin_actor(client)
