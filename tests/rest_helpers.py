@@ -8,11 +8,14 @@ it tells; tests that expect an error call the client directly and use
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import attrs
 import httpx
+import trio
 
 import trio_events
 from trio_events.events import client_data, is_internal
@@ -134,10 +137,16 @@ async def post_batch(
 
 
 async def comment(
-    client: httpx.AsyncClient, actor: Actor, parent_id: int, content: str = "a comment"
+    client: httpx.AsyncClient,
+    actor: Actor,
+    parent_id: int,
+    content: str = "a comment",
+    **fields: Any,
 ) -> int:
     response = await client.post(
-        f"/api/v1/messages/{parent_id}/comments", json={"content": content}, headers=actor.headers
+        f"/api/v1/messages/{parent_id}/comments",
+        json={"content": content, **fields},
+        headers=actor.headers,
     )
     message_id = body_of(response)["messageId"]
     assert isinstance(message_id, int)
@@ -241,15 +250,44 @@ def shape(events: Iterable[StoredEvent]) -> list[tuple[str, int | None, tuple[in
     return [(e.event_type, e.room_id, e.audience) for e in events]
 
 
+def _read_tables(path: Path) -> dict[str, list[tuple[Any, ...]]]:
+    connection = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)
+    try:
+        names = [
+            name
+            for (name,) in connection.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name"
+            )
+        ]
+        return {
+            name: sorted(connection.execute(f'SELECT * FROM "{name}"'), key=repr) for name in names
+        }
+    finally:
+        connection.close()
+
+
+async def database_rows(server: trio_events.RunningServer) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of every table of the server's SQLite database (the
+    AUTOINCREMENT counters in sqlite_sequence included), read on a connection
+    of its own."""
+    path = server.services.config.sqlite_path
+    return await trio.to_thread.run_sync(_read_tables, path)
+
+
 async def snapshot(
     client: httpx.AsyncClient,
     server: trio_events.RunningServer,
     actor: Actor,
     room_ids: Iterable[int] = (),
 ) -> Json:
-    """Everything a failed write must leave alone, as seen by ``actor``."""
+    """Everything a failed write must leave alone: the database itself, and
+    what ``actor`` sees through the API."""
     rooms = await rooms_by_id(client, actor)
-    state: Json = {"rooms": rooms, "latestEventId": await latest_event_id(server)}
+    state: Json = {
+        "rooms": rooms,
+        "latestEventId": await latest_event_id(server),
+        "database": await database_rows(server),
+    }
     for room_id in sorted({*rooms, *room_ids}):
         response = await client.get(f"/api/v1/rooms/{room_id}/messages", headers=actor.headers)
         state[f"history/{room_id}"] = (response.status_code, response.json())

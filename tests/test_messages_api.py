@@ -10,11 +10,13 @@ import pytest
 import trio
 
 import trio_events
+from trio_events.services.validate import MAX_ID
 
 from .helpers import assert_error, make_config, serving
 from .rest_helpers import (
     MESSAGE_FIELDS,
     Actor,
+    Json,
     admin_actor,
     body_of,
     comment,
@@ -31,6 +33,8 @@ from .rest_helpers import (
 
 TIMEOUT = 60
 MAX_PAGE = 50
+CURSOR_TEXT = f"Query parameter 'cursor' must be -1 or a message id (an integer from 0 to {MAX_ID})"
+LIMIT_TEXT = "Query parameter 'limit' must be a positive integer"
 
 
 def ids(messages: list[dict[str, Any]]) -> list[int]:
@@ -87,24 +91,67 @@ async def test_history_paging_both_directions(tmp_path: Path) -> None:
                 cursor = chunk[0]
             assert walked == posted
 
-            for query in [
-                "cursor=abc",
-                "cursor=-5",
-                "cursor=1.5",
-                "limit=0",
-                "limit=-1",
-                "limit=ten",
-                "direction=sideways",
-                "foo=1",
-            ]:
-                response = await client.get(
-                    f"/api/v1/rooms/{room_id}/messages?{query}", headers=alice.headers
-                )
-                assert_error(response, 400)
-                response = await client.get(
-                    f"/api/v1/messages/{posted[-1]}/comments?{query}", headers=alice.headers
-                )
-                assert_error(response, 400)
+
+BAD_PAGING = [
+    ("cursor=abc", CURSOR_TEXT),
+    ("cursor=-5", CURSOR_TEXT),
+    ("cursor=1.5", CURSOR_TEXT),
+    ("cursor=%2B5", CURSOR_TEXT),
+    ("cursor=%EF%BC%95", CURSOR_TEXT),  # a full-width digit five
+    (f"cursor={2**53}", CURSOR_TEXT),
+    (f"cursor={2**63}", CURSOR_TEXT),
+    (f"cursor={10**30}", CURSOR_TEXT),
+    ("cursor=1&cursor=2", "Query parameter 'cursor' must be given at most once"),
+    ("limit=0", LIMIT_TEXT),
+    ("limit=000", LIMIT_TEXT),
+    ("limit=-1", LIMIT_TEXT),
+    ("limit=ten", LIMIT_TEXT),
+    ("limit=1e3", LIMIT_TEXT),
+    ("limit=5&limit=5", "Query parameter 'limit' must be given at most once"),
+    ("direction=sideways", "Query parameter 'direction' must be 'forward' or 'backward'"),
+    ("direction=Backward", "Query parameter 'direction' must be 'forward' or 'backward'"),
+    (
+        "direction=forward&direction=backward",
+        "Query parameter 'direction' must be given at most once",
+    ),
+]
+
+
+@pytest.mark.parametrize(("query", "text"), BAD_PAGING)
+async def test_bad_paging_values_are_400(
+    client: httpx.AsyncClient, server: trio_events.RunningServer, query: str, text: str
+) -> None:
+    with trio.fail_after(TIMEOUT):
+        admin = await admin_actor(client)
+        room_id = await create_room(client, admin, "r", "Public")
+        parent = await post(client, admin, room_id, "parent")
+        for url in (f"/api/v1/rooms/{room_id}/messages", f"/api/v1/messages/{parent}/comments"):
+            response = await client.get(f"{url}?{query}", headers=admin.headers)
+            assert_error(response, 400, text)
+
+
+async def test_large_limits_are_capped_and_unknown_parameters_ignored(tmp_path: Path) -> None:
+    config = make_config(tmp_path, limits={"max_page": 5})
+    with trio.fail_after(TIMEOUT):
+        async with serving(config) as (_, client):
+            admin = await admin_actor(client)
+            room_id = await create_room(client, admin, "r", "Public")
+            posted = await post_batch(client, admin, room_id, (f"m{n}" for n in range(8)))
+            replies = [await comment(client, admin, posted[0], f"c{n}") for n in range(8)]
+            for limit in ("6", "0006", "5000", str(2**63), "9" * 30, "9" * 5000):
+                assert ids(await history(client, admin, room_id, limit=limit)) == posted[:5]
+                assert ids(await comments(client, admin, posted[0], limit=limit)) == replies[:5]
+            assert ids(await history(client, admin, room_id, limit="05")) == posted[:5]
+            assert ids(await history(client, admin, room_id, limit="3")) == posted[:3]
+            last = str(MAX_ID)
+            assert ids(await history(client, admin, room_id, cursor=last, direction="backward"))
+            assert ids(await history(client, admin, room_id, cursor=last)) == []
+            assert ids(await history(client, admin, room_id, cursor="", limit="")) == posted[:5]
+            assert ids(await history(client, admin, room_id, cursor=f"00{posted[5]}")) == posted[6:]
+            unknown = {"_": "1712345678", "foo": "1", "Limit": "2", "limit[]": "x"}
+            assert ids(await history(client, admin, room_id, **unknown, limit=2)) == posted[:2]
+            params = {"_": "1", "foo": "1", "foo ": "2"}
+            assert ids(await comments(client, admin, posted[0], **params, limit=2)) == replies[:2]
 
 
 async def test_posted_message_fields_and_defaults(
@@ -213,6 +260,59 @@ async def test_bad_post_changes_nothing(
         assert await snapshot(client, server, alice) == before
 
 
+@pytest.mark.parametrize(
+    ("fields", "text"),
+    [
+        (
+            {"messageType": "Meeting"},
+            "Field 'meetingProperties' is required for messages of type Meeting",
+        ),
+        (
+            {"messageType": "Meeting", "meetingProperties": None},
+            "Field 'meetingProperties' is required for messages of type Meeting",
+        ),
+        (
+            {"messageType": "Meeting", "meetingProperties": []},
+            "Field 'meetingProperties' must be a JSON object",
+        ),
+        (
+            {"messageType": "Meeting", "meetingProperties": {}},
+            "Field 'meetingProperties.timeUtc' is required",
+        ),
+        (
+            {"messageType": "Issue", "issueProperties": ""},
+            "Field 'issueProperties' must be a JSON object",
+        ),
+        (
+            {"messageType": "Issue", "issueProperties": []},
+            "Field 'issueProperties' must be a JSON object",
+        ),
+        (
+            {"messageType": "Regular", "meetingProperties": {"timeUtc": 1}},
+            "Field 'meetingProperties' is only for messages of type Meeting",
+        ),
+    ],
+)
+async def test_type_properties_errors_say_what_is_wrong(
+    client: httpx.AsyncClient, server: trio_events.RunningServer, fields: Json, text: str
+) -> None:
+    with trio.fail_after(TIMEOUT):
+        admin = await admin_actor(client)
+        room_id = await create_room(client, admin, "r", "Public")
+        before = await snapshot(client, server, admin)
+        body = {"content": "x", **fields}
+        url = f"/api/v1/rooms/{room_id}/messages"
+        assert_error(await client.post(url, json=body, headers=admin.headers), 400, text)
+        batch = {"messages": [{"content": "ok"}, body]}
+        response = await client.post(url, json=batch, headers=admin.headers)
+        assert_error(response, 400, f"messages[1]: {text}")
+        assert await snapshot(client, server, admin) == before
+        no_properties = await post(client, admin, room_id, "task", messageType="Issue")
+        listed = await history(client, admin, room_id)
+    assert ids(listed) == [no_properties]
+    assert listed[0]["issueProperties"] == {"type": "Task", "status": "ToDo", "assignees": []}
+
+
 async def test_batch_answers_ids_in_order(
     client: httpx.AsyncClient, server: trio_events.RunningServer
 ) -> None:
@@ -316,6 +416,64 @@ async def test_comments_and_comment_counts(
             404,
         )
         assert await snapshot(client, server, alice) == before
+
+
+async def test_comment_paging_both_directions(tmp_path: Path) -> None:
+    """250 comments under one message, others around them: every page is
+    ascending, the cursor is exclusive, the limit is capped at max_page."""
+    config = make_config(tmp_path, limits={"max_page": MAX_PAGE})
+    with trio.fail_after(TIMEOUT):
+        async with serving(config) as (server, client):
+            admin = await admin_actor(client)
+            alice, bob = await user_actors(client, server, "alice", "bob")
+            room_id = await create_room(client, admin, "r", "Public")
+            parent, other = await post_batch(client, alice, room_id, ["parent", "other"])
+            replies: list[int] = []
+            for n in range(250):
+                replies.append(await comment(client, (alice, bob)[n % 2], parent, f"c{n}"))
+                if n % 50 == 0:  # neither other comments nor messages show up
+                    await comment(client, bob, other, f"elsewhere {n}")
+                    await post(client, alice, room_id, f"top {n}")
+            assert replies == sorted(replies)
+            mine = set(replies)
+
+            async def page(**params: str | int) -> list[int]:
+                got = ids(await comments(client, alice, parent, **params))
+                assert got == sorted(got)
+                assert set(got) <= mine
+                return got
+
+            assert await page() == replies[:MAX_PAGE]
+            assert await page(cursor=-1) == replies[:MAX_PAGE]
+            assert await page(cursor="") == replies[:MAX_PAGE]
+            assert await page(direction="backward") == replies[-MAX_PAGE:]
+            assert await page(direction="backward", cursor=-1) == replies[-MAX_PAGE:]
+            assert await page(limit=1000) == replies[:MAX_PAGE]
+            assert await page(limit=9) == replies[:9]
+            assert await page(direction="backward", limit=4) == replies[-4:]
+            assert await page(cursor=replies[100], limit=5) == replies[101:106]
+            assert await page(cursor=replies[100], direction="backward") == replies[50:100]
+            assert await page(cursor=parent) == replies[:MAX_PAGE]  # ids below the first
+            assert await page(cursor=replies[-1]) == []
+            assert await page(cursor=replies[0], direction="backward") == []
+
+            for limit in (7, MAX_PAGE, 1000):
+                walked: list[int] = []
+                cursor: int = -1
+                while chunk := await page(cursor=cursor, limit=limit):
+                    walked += chunk
+                    cursor = chunk[-1]
+                assert walked == replies, limit
+                walked = []
+                cursor = -1
+                while chunk := await page(cursor=cursor, direction="backward", limit=limit):
+                    walked = chunk + walked
+                    cursor = chunk[0]
+                assert walked == replies, limit
+            counts = {
+                m["messageId"]: m["commentCount"] for m in await history(client, bob, room_id)
+            }
+            assert (counts[parent], counts[other]) == (250, 5)
 
 
 async def test_delete_rules(client: httpx.AsyncClient, server: trio_events.RunningServer) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
 import trio
 
@@ -13,6 +15,8 @@ from .rest_helpers import (
     Actor,
     admin_actor,
     body_of,
+    comment,
+    comments,
     create_room,
     history,
     post,
@@ -127,6 +131,75 @@ async def test_permissions_shape_aliases_and_roles(
     assert as_mod["canChangePropertiesOfUnrelatedIssues"] is True
     assert as_admin["canChangePropertiesOfUnrelatedIssues"] is True
     assert changed["issueProperties"] == {"type": "Task", "status": "Done", "assignees": []}
+
+
+async def test_assignees_may_change_their_issues_properties_only(
+    client: httpx.AsyncClient, server: trio_events.RunningServer
+) -> None:
+    """canChangePropertiesOfUnrelatedIssues is for moderators; the users
+    involved with an issue (author, assignees) change its properties without it,
+    and nothing else of it."""
+
+    async def change(actor: Actor, message_id: int, **fields: Any) -> httpx.Response:
+        url = f"/api/v1/messages/{message_id}"
+        return await client.patch(url, json=fields, headers=actor.headers)
+
+    with trio.fail_after(TIMEOUT):
+        admin = await admin_actor(client)
+        author, bob, carol = await user_actors(client, server, "author", "bob", "carol")
+        room_id = await create_room(client, admin, "r", "Private", [author, bob, carol])
+        issue = await post(
+            client,
+            author,
+            room_id,
+            "task",
+            messageType="Issue",
+            issueProperties={"assignees": [bob.user_id]},
+        )
+        regular = await post(client, author, room_id, "plain")
+        thread = await post(client, carol, room_id, "thread")
+        sub_issue = await comment(client, carol, thread, "sub-task", messageType="Issue")
+        flags = await permissions(client, bob, room_id)
+        assert flags["canChangePropertiesOfUnrelatedIssues"] is False
+        assert flags["canEditOrDeleteOwnMessagesInMainThread"] is True
+
+        moved = body_of(await change(bob, issue, issueProperties={"status": "InProgress"}))
+        assert moved["message"]["issueProperties"]["status"] == "InProgress"
+        assert moved["message"]["text"] == "task"
+        before = await snapshot(client, server, author)
+        refused = [
+            await change(bob, issue, content="mine now"),
+            await change(bob, issue, issueProperties={"status": "Done"}, priority="High"),
+            await change(bob, issue, issueProperties={"status": "Done"}, markupType="TextMarkdown"),
+            await change(bob, regular, issueProperties={"status": "Done"}),
+            await change(carol, issue, issueProperties={"status": "Done"}),
+            await change(bob, sub_issue, issueProperties={"status": "Done"}),
+        ]
+        assert await snapshot(client, server, author) == before
+        for response in refused:
+            assert_error(response, 403)
+
+        handed = await change(bob, issue, issueProperties={"assignees": [carol.user_id]})
+        assert body_of(handed)["message"]["issueProperties"]["assignees"] == [carol.user_id]
+        assert_error(await change(bob, issue, issueProperties={"status": "Done"}), 403)
+        done = body_of(await change(carol, issue, issueProperties={"status": "Done"}))
+        assert done["message"]["issueProperties"] == {
+            "type": "Task",
+            "status": "Done",
+            "assignees": [carol.user_id],
+        }
+        body_of(await change(carol, sub_issue, issueProperties={"assignees": [bob.user_id]}))
+        body_of(await change(bob, sub_issue, issueProperties={"type": "Bug"}))
+        listed = await comments(client, bob, thread)
+        assert listed[0]["issueProperties"] == {
+            "type": "Bug",
+            "status": "ToDo",
+            "assignees": [bob.user_id],
+        }
+
+        archive = {"isArchived": True}
+        body_of(await client.patch(f"/api/v1/rooms/{room_id}", json=archive, headers=admin.headers))
+        assert_error(await change(carol, issue, issueProperties={"status": "ToDo"}), 403)
 
 
 async def test_archived_room_permissions_are_enforced(

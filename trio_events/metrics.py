@@ -9,22 +9,22 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import (
     CounterMetricFamily,
+    GaugeHistogramMetricFamily,
     GaugeMetricFamily,
-    HistogramMetricFamily,
     Metric,
 )
+from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
 from .broker import Broker
 from .bus import RedisBus
 from .store import Store
 
-__all__ = ["CONTENT_TYPE", "Metrics"]
+__all__ = ["Metrics"]
 
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 CLOSE_REASONS = {
     1000: "normal",
     1001: "shutdown",
@@ -34,7 +34,16 @@ CLOSE_REASONS = {
     4001: "session_ended",
     4008: "slow_consumer",
 }
+HEARTBEAT_TIMEOUT = "heartbeat_timeout"
+# Every label value exists from the start (at 0), so a fresh server already
+# shows each series and rate() sees the first increment.
+ALL_CLOSE_REASONS = (*CLOSE_REASONS.values(), HEARTBEAT_TIMEOUT, "client_closed", "other")
+RESUME_OUTCOMES = ("resumed", "resync_required")
 QUEUE_BUCKETS = (0, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000)
+# Labels take only these values, whatever a client sends: a raw method or
+# path as a label would let anyone create series without end.
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+UNMATCHED_ROUTE = "unmatched"
 
 
 class _BrokerCollector(Collector):
@@ -65,11 +74,13 @@ class _BrokerCollector(Collector):
         depths = self._broker.queue_depths()
         buckets = [(str(b), float(sum(1 for d in depths if d <= b))) for b in QUEUE_BUCKETS]
         buckets.append(("+Inf", float(len(depths))))
-        yield HistogramMetricFamily(
+        # A snapshot that can go down: a gauge histogram (OpenMetrics), not a
+        # histogram, whose buckets only ever grow.
+        yield GaugeHistogramMetricFamily(
             "trio_events_stream_queue_depth",
-            "Frames waiting in each open stream's queue, at scrape time.",
+            "Open streams by frames waiting in their queue, at scrape time.",
             buckets=buckets,
-            sum_value=float(sum(depths)),
+            gsum_value=float(sum(depths)),
         )
         store = self._store.statistics()
         yield CounterMetricFamily(
@@ -123,6 +134,15 @@ class Metrics:
             ["reason"],
             registry=self.registry,
         )
+        self.heartbeat_timeouts = Counter(
+            "trio_events_heartbeat_timeouts",
+            "Streams closed (1011) because no pong answered a ping within heartbeat_timeout.",
+            registry=self.registry,
+        )
+        for outcome in RESUME_OUTCOMES:
+            self.resumes.labels(outcome)
+        for reason in ALL_CLOSE_REASONS:
+            self.stream_closes.labels(reason)
         self.requests = Histogram(
             "trio_events_http_request_seconds",
             "REST requests by route, method and status.",
@@ -137,19 +157,30 @@ class Metrics:
             registry=self.registry,
         )
 
+    def request_done(self, rule: str | None, method: str, status: int, seconds: float) -> None:
+        """One REST request: ``rule`` is the matched URL rule (None when no
+        route matched), never the path a client sent."""
+        method = method if method in HTTP_METHODS else "other"
+        route = rule if rule is not None else UNMATCHED_ROUTE
+        self.requests.labels(route, method, str(status)).observe(seconds)
+
     def store_observer(self) -> Callable[[str, float], None]:
         read = self.store_seconds.labels("read")
         write = self.store_seconds.labels("write")
         return lambda kind, seconds: (read if kind == "read" else write).observe(seconds)
 
     def stream_closed(self, code: int | None, reason: str) -> None:
-        label = CLOSE_REASONS.get(code, f"code_{code}") if code is not None else "client_closed"
+        label = CLOSE_REASONS.get(code, "other") if code is not None else "client_closed"
         if code == 1011 and "heartbeat" in reason:
-            label = "heartbeat_timeout"
+            label = HEARTBEAT_TIMEOUT
+            self.heartbeat_timeouts.inc()
         self.stream_closes.labels(label).inc()
 
     def committed(self, count: int) -> None:
         self.events_committed.inc(count)
 
-    def exposition(self) -> bytes:
-        return generate_latest(self.registry)
+    def exposition(self, accept: str = "") -> tuple[bytes, str]:
+        """The metrics and their content type: OpenMetrics when the scraper's
+        ``Accept`` asks for it (Prometheus does), else the classic text."""
+        encode, content_type = choose_encoder(accept)
+        return encode(self.registry), content_type

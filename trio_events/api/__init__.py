@@ -7,9 +7,11 @@ import time
 
 from quart import Response, g, request
 from quart_trio import QuartTrio
+from werkzeug.routing import IntegerConverter, Map
 
 from ..errors import HeaderTooLarge
 from ..services import Services
+from ..services.validate import MAX_ID
 from . import attachments, docs, events, health, messages, rooms, session, users, web
 from .common import EXTENSION_KEY
 from .errors import install_error_handlers
@@ -17,6 +19,34 @@ from .errors import install_error_handlers
 __all__ = ["create_app"]
 
 access_log = logging.getLogger("trio_events.http")
+
+
+def _up_to(bound: int) -> str:
+    """A regular expression for the decimal numbers 1 to ``bound``, with no
+    leading zero: those with fewer digits, then digit by digit below it."""
+    digits = str(bound)
+    width = len(digits)
+    choices = [f"[1-9][0-9]{{0,{width - 2}}}"] if width > 1 else []
+    for place, digit in enumerate(digits):
+        lowest = 1 if place == 0 else 0
+        if int(digit) > lowest:
+            rest = width - place - 1
+            choices.append(f"{digits[:place]}[{lowest}-{int(digit) - 1}][0-9]{{{rest}}}")
+    choices.append(digits)
+    return "(?:" + "|".join(choices) + ")"
+
+
+class IdConverter(IntegerConverter):
+    """``<int:...>`` in every route: an id as the contract has it, 1 to
+    ``MAX_ID`` in ASCII digits.  The bound is in the pattern, so any other
+    number matches no route (404, as an id that does not exist; werkzeug
+    would answer 405 if a rule matched and only its converter refused) and
+    the store never sees it."""
+
+    regex = _up_to(MAX_ID)
+
+    def __init__(self, url_map: Map) -> None:
+        super().__init__(url_map, min=1, max=MAX_ID)
 
 
 def create_app(svc: Services) -> QuartTrio:
@@ -33,6 +63,7 @@ def create_app(svc: Services) -> QuartTrio:
     app.config["RESPONSE_TIMEOUT"] = svc.config.server.request_timeout
     app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
     app.extensions[EXTENSION_KEY] = svc
+    app.url_map.converters["int"] = IdConverter  # before any rule uses it
     for blueprint in (
         session.blueprint,
         users.blueprint,
@@ -66,10 +97,8 @@ def create_app(svc: Services) -> QuartTrio:
         started = g.get("started")
         elapsed = (time.perf_counter() - started) * 1000 if started is not None else 0.0
         response.headers.setdefault("Cache-Control", "no-store")
-        rule = request.url_rule.rule if request.url_rule is not None else "unmatched"
-        svc.metrics.requests.labels(rule, request.method, str(response.status_code)).observe(
-            elapsed / 1000
-        )
+        rule = request.url_rule.rule if request.url_rule is not None else None
+        svc.metrics.request_done(rule, request.method, response.status_code, elapsed / 1000)
         access_log.info(
             "request method=%s path=%s status=%d ms=%.1f user=%s remote=%s",
             request.method,

@@ -9,7 +9,6 @@ from quart import Blueprint, Response, request
 
 from .. import __version__
 from ..errors import Forbidden
-from ..metrics import CONTENT_TYPE
 from .common import authenticate, json_response, ok, services
 
 __all__ = ["blueprint"]
@@ -49,8 +48,8 @@ async def metrics() -> Response:
         principal = await authenticate()
         if not principal.user.is_admin:
             raise Forbidden("Metrics are for administrators")
-    body = services().metrics.exposition()
-    return Response(body, status=200, content_type=CONTENT_TYPE)
+    body, content_type = services().metrics.exposition(request.headers.get("Accept", ""))
+    return Response(body, status=200, content_type=content_type)
 
 
 def _is_loopback(address: str | None) -> bool:

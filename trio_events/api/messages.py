@@ -12,10 +12,15 @@ __all__ = ["blueprint"]
 blueprint = Blueprint("messages", __name__, url_prefix="/api/v1")
 
 
+def _query() -> dict[str, list[str]]:
+    """Every query parameter with all of its values (a repeated one is an error)."""
+    return request.args.to_dict(flat=False)
+
+
 @blueprint.get("/rooms/<int:room_id>/messages")
 async def history(room_id: int) -> Response:
     principal = await authenticate()
-    page = await services().messages.history(principal.user, room_id, request.args)
+    page = await services().messages.history(principal.user, room_id, _query())
     return ok(roomId=page.room_id, messages=[message_json(m) for m in page.messages])
 
 
@@ -32,7 +37,7 @@ async def post_messages(room_id: int) -> Response:
 @blueprint.get("/messages/<int:message_id>/comments")
 async def comments(message_id: int) -> Response:
     principal = await authenticate()
-    parent, page = await services().messages.comments(principal.user, message_id, request.args)
+    parent, page = await services().messages.comments(principal.user, message_id, _query())
     return ok(
         roomId=parent.room_id,
         parentMessageId=parent.message_id,

@@ -7,6 +7,8 @@ may not access answers 404, so room ids do not leak.
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 import attrs
 
 from ..errors import Forbidden, NotFound
@@ -38,6 +40,16 @@ class RoomAccess:
     def require_author_or_moderator(self, author_id: int) -> None:
         if author_id != self.user.user_id and not self.moderates:
             raise Forbidden("Only the author, the room's moderators and administrators can do this")
+
+    def require_involved_or_moderator(self, author_id: int, assignees: Collection[int]) -> None:
+        """An issue's properties: its author and assignees may change them;
+        anyone else needs ``canChangePropertiesOfUnrelatedIssues`` (moderators)."""
+        involved = self.user.user_id == author_id or self.user.user_id in assignees
+        if not involved and not self.moderates:
+            raise Forbidden(
+                "Only the issue's author and assignees, the room's moderators and"
+                " administrators can change its properties"
+            )
 
 
 def can_access(user: User, room: Room, membership: bool | None) -> bool:
@@ -78,6 +90,7 @@ def permissions(access: RoomAccess) -> dict[str, bool]:
         "canEditOrDeleteOwnMessagesInDiscussion": writable,
         "canCreateIssues": writable,
         "canCreateMeetings": writable,
+        # (an issue's author and assignees may change its properties without it)
         "canChangePropertiesOfUnrelatedIssues": writable and access.moderates,
         # attachments: to one's own messages (moderators: any), while not archived
         "canSendFilesIntoRoomInMainThread": writable,

@@ -62,18 +62,9 @@ def parse_issue(value: object, base: IssueProperties | None = None) -> IssueProp
     issue_type = v.optional_enum(body, "type", IssueType, "issueProperties") or base.type
     status = v.optional_enum(body, "status", IssueStatus, "issueProperties") or base.status
     assignees = base.assignees
-    if body.get("assignees") is not None:
-        raw = body["assignees"]
-        if (
-            not isinstance(raw, list)
-            or len(raw) > MAX_ASSIGNEES
-            or not all(isinstance(a, int) and not isinstance(a, bool) and a > 0 for a in raw)
-        ):
-            raise BadRequest(
-                f"Field 'issueProperties.assignees' must be a list of at most"
-                f" {MAX_ASSIGNEES} user ids"
-            )
-        assignees = tuple(dict.fromkeys(raw))
+    listed = v.optional_id_list(body, "assignees", MAX_ASSIGNEES, "issueProperties")
+    if listed is not None:
+        assignees = tuple(listed)
     return IssueProperties(type=issue_type, status=status, assignees=assignees)
 
 
@@ -102,9 +93,12 @@ def parse_new_message(body: object, max_bytes: int) -> NewMessage:
     if fields.get("meetingProperties") is not None and message_type is not MessageType.MEETING:
         raise BadRequest("Field 'meetingProperties' is only for messages of type Meeting")
     if message_type is MessageType.ISSUE:
-        issue = parse_issue(fields.get("issueProperties") or {})
+        given = fields.get("issueProperties")
+        issue = IssueProperties() if given is None else parse_issue(given)
     if message_type is MessageType.MEETING:
-        meeting = parse_meeting(fields.get("meetingProperties"))
+        if fields.get("meetingProperties") is None:
+            raise BadRequest("Field 'meetingProperties' is required for messages of type Meeting")
+        meeting = parse_meeting(fields["meetingProperties"])
     return NewMessage(
         text=text,
         markup_type=v.optional_enum(fields, "markupType", MarkupType) or MarkupType.TEXT_PLAIN,
@@ -139,6 +133,12 @@ class MessagePatch:
     priority: Priority | None
     issue: object | None
     meeting: object | None
+
+    @property
+    def only_issue_properties(self) -> bool:
+        """Whether the patch changes an issue's properties and nothing else."""
+        others = (self.text, self.markup_type, self.priority, self.meeting)
+        return self.issue is not None and all(value is None for value in others)
 
 
 def parse_patch(body: Mapping[str, Any], max_bytes: int) -> MessagePatch:

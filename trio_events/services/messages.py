@@ -7,7 +7,7 @@ API.md section 8's table; the store commits it all or nothing.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -22,8 +22,14 @@ from .access import RoomAccess, room_for
 from .attachments import release_files
 from .message_input import parse_batch, parse_issue, parse_meeting, parse_new_message, parse_patch
 from .outbox import Outbox
+from .validate import MAX_ID
 
 __all__ = ["MessageService", "Page"]
+
+PAGING_PARAMETERS = ("cursor", "limit", "direction")
+CURSOR_RANGE = (
+    f"Query parameter 'cursor' must be -1 or a message id (an integer from 0 to {MAX_ID})"
+)
 
 
 @attrs.frozen
@@ -56,23 +62,33 @@ class MessageService:
         self._files = files
         self._limits = limits
 
-    def parse_paging(self, args: Mapping[str, str]) -> tuple[int | None, int, bool]:
-        """``cursor``, ``limit`` and ``direction`` query values, checked."""
-        unknown = sorted(set(args) - {"cursor", "limit", "direction"})
-        if unknown:
-            raise BadRequest(f"Unknown query parameter {unknown[0]!r}")
-        direction = args.get("direction", "forward")
+    def parse_paging(self, args: Mapping[str, Sequence[str]]) -> tuple[int | None, int, bool]:
+        """``cursor``, ``limit`` and ``direction`` from the query (each name
+        with every value given for it), checked.
+
+        Other parameters are ignored, so a cache-buster such as ``?_=123`` is
+        no error; a known one given twice is, as picking one would be a guess.
+        """
+        for name in PAGING_PARAMETERS:
+            if len(args.get(name, ())) > 1:
+                raise BadRequest(f"Query parameter {name!r} must be given at most once")
+        direction = _query_value(args, "direction") or "forward"
         if direction not in ("forward", "backward"):
             raise BadRequest("Query parameter 'direction' must be 'forward' or 'backward'")
-        cursor: int | None = None
-        if args.get("cursor") not in (None, "", "-1"):
-            cursor = _query_int(args["cursor"], "cursor", minimum=0)
-        limit = self._limits.max_page
-        if args.get("limit") not in (None, ""):
-            limit = min(_query_int(args["limit"], "limit", minimum=1), self._limits.max_page)
-        return cursor, limit, direction == "backward"
+        return _cursor(_query_value(args, "cursor")), self._limit(args), direction == "backward"
 
-    async def history(self, user: User, room_id: int, args: Mapping[str, str]) -> Page:
+    def _limit(self, args: Mapping[str, Sequence[str]]) -> int:
+        """At most ``max_page``; any larger number, however large, asks for the cap."""
+        raw = _query_value(args, "limit")
+        cap = self._limits.max_page
+        if raw is None or raw == "":
+            return cap
+        digits = raw.lstrip("0")
+        if not (raw.isascii() and raw.isdigit()) or not digits:
+            raise BadRequest("Query parameter 'limit' must be a positive integer")
+        return cap if len(digits) > len(str(cap)) else min(int(digits), cap)
+
+    async def history(self, user: User, room_id: int, args: Mapping[str, Sequence[str]]) -> Page:
         cursor, limit, backward = self.parse_paging(args)
 
         def read(tx: Tx) -> Page:
@@ -82,7 +98,7 @@ class MessageService:
         return await self._store.read(read)
 
     async def comments(
-        self, user: User, message_id: int, args: Mapping[str, str]
+        self, user: User, message_id: int, args: Mapping[str, Sequence[str]]
     ) -> tuple[Message, list[Message]]:
         cursor, limit, backward = self.parse_paging(args)
 
@@ -147,7 +163,11 @@ class MessageService:
         def write(tx: Tx) -> Message:
             message, access = _message_for(tx, user, message_id)
             access.require_writable()
-            access.require_author_or_moderator(message.user_id)
+            if patch.only_issue_properties and message.issue_properties is not None:
+                assignees = message.issue_properties.assignees
+                access.require_involved_or_moderator(message.user_id, assignees)
+            else:
+                access.require_author_or_moderator(message.user_id)
             changes: dict[str, Any] = {"last_modified_utc": now}
             if patch.text is not None:
                 changes.update(text=patch.text, last_edited_utc=now)
@@ -240,10 +260,20 @@ class MessageService:
         return await self._store.write(write)
 
 
-def _query_int(raw: str, name: str, minimum: int) -> int:
-    if not (raw.isascii() and raw.isdigit()) or len(raw) > 19:
-        raise BadRequest(f"Query parameter {name!r} must be a non-negative integer")
-    value = int(raw)
-    if value < minimum or value >= 2**63:
-        raise BadRequest(f"Query parameter {name!r} must be at least {minimum}")
+def _query_value(args: Mapping[str, Sequence[str]], name: str) -> str | None:
+    given = args.get(name, ())
+    return given[0] if given else None
+
+
+def _cursor(raw: str | None) -> int | None:
+    """The exclusive message id to page from; None (from either end) for
+    nothing, an empty value or -1."""
+    if raw is None or raw in ("", "-1"):
+        return None
+    digits = raw.lstrip("0") or "0"
+    if not (raw.isascii() and raw.isdigit()) or len(digits) > len(str(MAX_ID)):
+        raise BadRequest(CURSOR_RANGE)
+    value = int(digits)
+    if value > MAX_ID:
+        raise BadRequest(CURSOR_RANGE)
     return value

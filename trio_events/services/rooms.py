@@ -24,16 +24,7 @@ MAX_INITIAL_MEMBERS = 10_000
 
 
 def _user_ids(body: Mapping[str, Any], name: str) -> list[int]:
-    raw = body.get(name)
-    if raw is None:
-        return []
-    if (
-        not isinstance(raw, list)
-        or len(raw) > MAX_INITIAL_MEMBERS
-        or not all(isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in raw)
-    ):
-        raise BadRequest(f"Field {name!r} must be a list of user ids")
-    return list(dict.fromkeys(raw))
+    return v.optional_id_list(body, name, MAX_INITIAL_MEMBERS) or []
 
 
 class RoomService:

@@ -11,11 +11,13 @@ from typing import Any, TypeVar
 from ..errors import BadRequest
 
 __all__ = [
+    "MAX_ID",
     "check_display_name",
     "check_password",
     "check_user_name",
     "optional_bool",
     "optional_enum",
+    "optional_id_list",
     "optional_str",
     "require_object",
     "required_str",
@@ -27,6 +29,9 @@ E = TypeVar("E", bound=StrEnum)
 _USER_NAME = re.compile(r"[\w.@+-]+")
 MIN_PASSWORD = 8
 MAX_PASSWORD = 1024
+# Ids are 1 to 2**53 - 1 (the contract's Id): every client, JavaScript
+# included, holds them exactly, and the store never sees a number it cannot.
+MAX_ID = 2**53 - 1
 
 
 def require_object(body: object, where: str = "") -> Mapping[str, Any]:
@@ -80,6 +85,26 @@ def optional_enum(body: Mapping[str, Any], name: str, enum: type[E], where: str 
     except ValueError:
         choices = ", ".join(member.value for member in enum)
         raise BadRequest(f"Field {label!r} must be one of {choices}") from None
+
+
+def _is_id(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_ID
+
+
+def optional_id_list(
+    body: Mapping[str, Any], name: str, max_items: int, where: str = ""
+) -> list[int] | None:
+    """A list of at most ``max_items`` ids, duplicates dropped (first kept)."""
+    raw = body.get(name)
+    if raw is None:
+        return None
+    if not isinstance(raw, list) or len(raw) > max_items or not all(_is_id(x) for x in raw):
+        label = f"{where}.{name}" if where else name
+        raise BadRequest(
+            f"Field {label!r} must be a list of at most {max_items} user ids"
+            f" (integers from 1 to {MAX_ID})"
+        )
+    return list(dict.fromkeys(raw))
 
 
 def _has_control(text: str) -> bool:
