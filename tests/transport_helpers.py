@@ -109,6 +109,18 @@ async def read_response(stream: trio.abc.Stream, buffer: bytes = b"") -> tuple[R
     return RawResponse(int(status), headers, rest), b""
 
 
+def assert_json_error(response: RawResponse, status: int) -> str:
+    """``response`` is ``status`` in the contract's error format; its errorText."""
+    assert response.status == status, response
+    assert response.headers["content-type"].startswith("application/json"), response.headers
+    body = response.json()
+    assert body["httpStatusCode"] == status, body
+    assert set(body) == {"errorText", "httpStatusCode"}, body
+    assert isinstance(body["errorText"], str)
+    assert body["errorText"], body
+    return body["errorText"]
+
+
 async def closed_after(stream: trio.abc.Stream) -> float:
     """Discard what arrives until the server closes the connection; return how long it took."""
     started = trio.current_time()
@@ -118,6 +130,22 @@ async def closed_after(stream: trio.abc.Stream) -> float:
     except trio.BrokenResourceError:
         pass  # a reset is a close too
     return trio.current_time() - started
+
+
+async def dropped_after(stream: trio.abc.Stream, gap: float = 0.02) -> float:
+    """Seconds until the server has dropped the connection altogether.
+
+    An end of stream is only the server's half-close (it may still be reading
+    what the client sends), so this keeps sending a byte every ``gap``
+    seconds until the kernel refuses: the server's socket is gone.
+    """
+    started = trio.current_time()
+    try:
+        while True:
+            await stream.send_all(b"x")
+            await trio.sleep(gap)
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        return trio.current_time() - started
 
 
 async def bearer_token(client: httpx.AsyncClient, actor: Actor) -> str:

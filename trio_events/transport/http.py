@@ -4,8 +4,10 @@ Each accepted connection's request head is read here (bounded in size and
 time: ``server.max_header_bytes`` and ``server.header_timeout``).  A
 WebSocket upgrade of ``/api/v1/events`` is served by
 :func:`trio_events.transport.websocket.serve_events`; any other request is
-handed, with the bytes already read, to hypercorn's own connection handler,
-so REST requests see exactly what ``hypercorn.trio.serve`` would give them.
+handed, with the bytes already read, to hypercorn's own connection handler
+(:class:`~trio_events.transport.asgi.HypercornConnection`, which changes how
+a connection closes), so REST requests see what ``hypercorn.trio.serve``
+would give them.
 
 This re-creates the small part of ``hypercorn.trio.run.worker_serve`` that
 owns the listeners (the ASGI lifespan, the worker context, graceful
@@ -28,12 +30,12 @@ from typing import Any
 import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio.lifespan import Lifespan
-from hypercorn.trio.tcp_server import TCPServer
 from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.utils import wrap_app
 
 from ..errors import HeaderTooLarge
 from ..services import Services
+from .asgi import BodyBeforeAnswer, HypercornConnection
 from .websocket import FrameCache, error_response, serve_events
 
 __all__ = ["PrefixedStream", "is_events_upgrade", "serve_http"]
@@ -75,37 +77,6 @@ class PrefixedStream(trio.abc.HalfCloseableStream):
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._stream, name)
-
-
-class IdleTimer:
-    """hypercorn's per-connection idle timer, started so that it survives.
-
-    hypercorn restarts the keep-alive timer from inside the request's task
-    with ``await nursery.start(...)``; quart-trio cancels that task's scope
-    as the response completes, which takes the freshly started timer with it,
-    so idle keep-alive connections (and a slowly trickling second request
-    head) were never cut off.  ``start_soon`` runs the timer in the
-    connection's nursery, out of reach of the caller's cancellation.
-    Same interface as ``hypercorn.trio.worker_context.TrioSingleTask``.
-    """
-
-    def __init__(self) -> None:
-        self._scope: trio.CancelScope | None = None
-
-    async def restart(self, task_group: Any, action: Callable[[], Awaitable[None]]) -> None:
-        await self.stop()
-        scope = self._scope = trio.CancelScope()
-
-        async def run() -> None:
-            with scope:
-                await action()
-
-        task_group._nursery.start_soon(run)
-
-    async def stop(self) -> None:
-        if self._scope is not None:
-            self._scope.cancel()
-            self._scope = None
 
 
 def is_events_upgrade(head: bytes) -> bool:
@@ -160,7 +131,7 @@ async def serve_http(
     ``listen_fds``: listening sockets inherited from a ``--workers``
     supervisor, used instead of binding ``hc.bind``.
     """
-    asgi = wrap_app(app, hc.wsgi_max_body_size, None)
+    asgi = wrap_app(BodyBeforeAnswer(app), hc.wsgi_max_body_size, "asgi")
     state: dict[str, Any] = {}
     lifespan = Lifespan(asgi, hc, state)
     context = WorkerContext(None)
@@ -217,9 +188,10 @@ async def serve_http(
                 await trio.aclose_forcefully(stream)
             return
         prefixed: Any = PrefixedStream(stream, head)
-        server = TCPServer(asgi, hc, context, state, prefixed)
-        server.idle_task = IdleTimer()  # type: ignore[assignment]
-        await server.run()
+        try:
+            await HypercornConnection(asgi, hc, context, state, prefixed).run()
+        finally:
+            await trio.aclose_forcefully(stream)  # whatever ended the connection
 
     async with trio.open_nursery() as lifespan_nursery:
         await lifespan_nursery.start(lifespan.handle_lifespan)

@@ -1,0 +1,135 @@
+"""How connections served by hypercorn end, or go on to the next request.
+
+(:mod:`trio_events.transport.asgi`.)  Each test talks raw TCP: whether a
+second request on a connection is answered, whether the server half-closes or
+drops the socket, and the bytes of an error answer are what is checked.
+Every wait is bounded; "the server dropped the connection" means the kernel
+refuses what the client sends, not only that the server half-closed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import trio
+
+from trio_events.transport.asgi import LINGER
+
+from .helpers import TEST_TIMEOUT, make_config, serving
+from .rest_helpers import admin_actor, create_room
+from .stream_helpers import bearer
+from .transport_helpers import (
+    assert_json_error,
+    bearer_token,
+    closed_after,
+    connect,
+    dropped_after,
+    read_response,
+    request_head,
+)
+
+MARGIN = 1.0  # scheduling slack on a loaded machine
+GAP = 0.05  # between a request's head and its body, like a client's two writes
+TRIES = 4  # without the fix every try with a GAP hung; a few show it is not luck
+HEALTHZ = request_head("/healthz")
+BODY = b'{"content": "a"}'
+
+
+async def closed_within(stream: trio.abc.Stream, limit: float) -> float:
+    """Seconds until the server half-closes ``stream``; ``limit`` plus one if it does not."""
+    with trio.move_on_after(limit + 1.0):
+        return await closed_after(stream)
+    return limit + 1.0
+
+
+async def dropped_within(stream: trio.abc.Stream, limit: float) -> float:
+    """Seconds until the server drops ``stream``; ``limit`` plus one if it does not."""
+    with trio.move_on_after(limit + 1.0):
+        return await dropped_after(stream)
+    return limit + 1.0
+
+
+def body_head(method: str, target: str, auth: list[tuple[str, str]], length: int) -> bytes:
+    headers = [*auth, ("Content-Type", "application/json"), ("Content-Length", str(length))]
+    return request_head(target, headers, method=method)
+
+
+# an answer given before the request's body was read (issue 3, P1)
+
+EARLY = {  # method, target, whether as the admin, status
+    "405": ("PUT", "/api/v1/login", False, 405),
+    "401": ("POST", "/api/v1/rooms/1/messages", False, 401),
+    "404-route": ("POST", "/api/v1/nope", False, 404),
+    "404-avatar": ("PUT", "/api/v1/rooms/999/avatar.jpg", True, 404),
+}
+
+
+@pytest.mark.parametrize("case", list(EARLY))
+async def test_the_next_request_after_an_early_answer_is_answered(
+    tmp_path: Path, case: str
+) -> None:
+    """The body follows its head after GAP seconds, while the answer is ready
+    at once.  The connection must serve the next request, or say
+    ``Connection: close`` and close."""
+    method, target, as_admin, status = EARLY[case]
+    with trio.fail_after(TEST_TIMEOUT):
+        async with serving(make_config(tmp_path)) as (server, client):
+            auth = [("Authorization", "Bearer not-a-token")]
+            if as_admin:
+                auth = bearer(await bearer_token(client, await admin_actor(client)))
+            head = body_head(method, target, auth, len(BODY))
+            for _ in range(TRIES):
+                async with await connect(server) as stream:
+                    await stream.send_all(head)
+                    await trio.sleep(GAP)
+                    await stream.send_all(BODY)
+                    first, rest = await read_response(stream)
+                    assert_json_error(first, status)
+                    if first.headers.get("connection", "").lower() == "close":
+                        assert rest == b""
+                        assert await closed_within(stream, LINGER + MARGIN) < LINGER + MARGIN
+                        continue
+                    await stream.send_all(HEALTHZ)
+                    second = None
+                    with trio.move_on_after(5.0):
+                        second, _ = await read_response(stream, rest)
+                    assert second is not None, f"no answer to the request after a {status}"
+                    assert second.status == 200
+
+
+async def test_an_early_answer_to_a_body_that_does_not_come_closes(tmp_path: Path) -> None:
+    """Half a body and then nothing: the answer comes with ``Connection: close``
+    once the server stops waiting for the rest, and the server drops the connection."""
+    head = body_head("POST", "/api/v1/nope", [], 1000)
+    with trio.fail_after(TEST_TIMEOUT):
+        async with serving(make_config(tmp_path)) as (server, client):
+            async with await connect(server) as stream:
+                await stream.send_all(head + b'{"content": "')
+                response, rest = await read_response(stream)
+                assert_json_error(response, 404)
+                assert response.headers["connection"].lower() == "close"
+                assert rest == b""
+                assert await closed_within(stream, LINGER + MARGIN) < LINGER + MARGIN
+                assert await dropped_within(stream, LINGER + MARGIN) < LINGER + MARGIN
+            assert (await client.get("/healthz")).status_code == 200
+
+
+async def test_an_answer_after_the_whole_body_keeps_the_connection(tmp_path: Path) -> None:
+    """The control: a body the handler reads, then a second request."""
+    with trio.fail_after(TEST_TIMEOUT):
+        async with serving(make_config(tmp_path)) as (server, client):
+            admin = await admin_actor(client)
+            room = await create_room(client, admin, "lobby", "Public")
+            auth = list(admin.headers.items())
+            head = body_head("POST", f"/api/v1/rooms/{room}/messages", auth, len(BODY))
+            async with await connect(server) as stream:
+                await stream.send_all(head)
+                await trio.sleep(GAP)
+                await stream.send_all(BODY)
+                first, rest = await read_response(stream)
+                assert first.status == 200, first.body
+                assert first.headers.get("connection", "").lower() != "close"
+                await stream.send_all(HEALTHZ)
+                second, _ = await read_response(stream, rest)
+                assert second.status == 200
