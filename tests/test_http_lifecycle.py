@@ -133,3 +133,27 @@ async def test_an_answer_after_the_whole_body_keeps_the_connection(tmp_path: Pat
                 await stream.send_all(HEALTHZ)
                 second, _ = await read_response(stream, rest)
                 assert second.status == 200
+
+
+# Connection: close and HTTP/1.0 (issue 2, item 9)
+
+
+@pytest.mark.parametrize(
+    ("version", "headers"),
+    [("HTTP/1.0", []), ("HTTP/1.1", [("Connection", "close")])],
+    ids=["http-1.0", "connection-close"],
+)
+async def test_a_request_that_asks_for_close_gets_it(
+    tmp_path: Path, version: str, headers: list[tuple[str, str]]
+) -> None:
+    with trio.fail_after(TEST_TIMEOUT):
+        async with serving(make_config(tmp_path)) as (server, client):
+            async with await connect(server) as stream:
+                await stream.send_all(request_head("/healthz", headers, version=version))
+                response, rest = await read_response(stream)
+                assert response.status == 200
+                assert response.headers["connection"].lower() == "close"
+                assert rest == b""
+                assert await closed_within(stream, MARGIN) < MARGIN
+                assert await dropped_within(stream, LINGER + MARGIN) < LINGER + MARGIN
+            assert (await client.get("/healthz")).status_code == 200
