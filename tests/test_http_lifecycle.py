@@ -157,3 +157,46 @@ async def test_a_request_that_asks_for_close_gets_it(
                 assert await closed_within(stream, MARGIN) < MARGIN
                 assert await dropped_within(stream, LINGER + MARGIN) < LINGER + MARGIN
             assert (await client.get("/healthz")).status_code == 200
+
+
+# requests h11 cannot parse (issue 2, item 3)
+
+MALFORMED = {
+    "request-line": (b"GARBAGE\r\n\r\n", 400),
+    "content-length": (
+        b"POST /api/v1/login HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n",
+        400,
+    ),
+    "header-line": (b"GET /healthz HTTP/1.1\r\nHost x\r\n\r\n", 400),
+    "bad-chunk": (
+        b"POST /api/v1/login HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+        400,
+    ),
+    "transfer-encoding": (
+        b"POST /api/v1/login HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n",
+        501,
+    ),
+}
+
+
+@pytest.mark.parametrize("reused", [False, True], ids=["first", "after-a-request"])
+@pytest.mark.parametrize("case", list(MALFORMED))
+async def test_malformed_http_gets_a_json_error_and_a_close(
+    tmp_path: Path, case: str, reused: bool
+) -> None:
+    raw, status = MALFORMED[case]
+    with trio.fail_after(TEST_TIMEOUT):
+        async with serving(make_config(tmp_path)) as (server, client):
+            async with await connect(server) as stream:
+                rest = b""
+                if reused:
+                    await stream.send_all(HEALTHZ)
+                    first, rest = await read_response(stream)
+                    assert first.status == 200
+                await stream.send_all(raw)
+                response, rest = await read_response(stream, rest)
+                assert_json_error(response, status)
+                assert response.headers["connection"].lower() == "close"
+                assert rest == b""
+                assert await closed_within(stream, MARGIN) < MARGIN
+            assert (await client.get("/healthz")).status_code == 200

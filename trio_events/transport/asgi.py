@@ -23,25 +23,34 @@ reset can destroy the answer before the client reads it.
 answer until the body has arrived, briefly, so that h11 can start the next
 request and the connection stays usable; past that it adds
 ``Connection: close``.
+
+**Errors.**  A request h11 cannot parse is answered in the contract's JSON
+error format (hypercorn sends an empty body), and the connection closes.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Awaitable, Callable
+from http import HTTPStatus
 from typing import Any
 
 import attrs
 import h11
 import trio
 from hypercorn.events import Closed, Event, RawData
+from hypercorn.protocol.h11 import H11Protocol
 from hypercorn.trio.tcp_server import MAX_RECV, TCPServer
+
+from ..errors import ApiError
+from .websocket import _error_parts
 
 __all__ = [
     "BODY_WAIT",
     "BODY_WAIT_BYTES",
     "LINGER",
     "BodyBeforeAnswer",
+    "H11Connection",
     "HypercornConnection",
     "IdleTimer",
 ]
@@ -64,6 +73,11 @@ or sends more than ``BODY_WAIT_BYTES`` meanwhile, gets the answer with
 BODY_WAIT_BYTES = 1 << 20
 """Body bytes an early answer waits for at most (quart-trio reads them
 meanwhile, up to the app's ``MAX_CONTENT_LENGTH``, and drops them)."""
+
+_PROTOCOL_ERRORS = {
+    400: "Malformed HTTP request",
+    501: "The request uses an HTTP feature this server does not implement",
+}
 
 _DONE_SENDING = {h11.IDLE, h11.DONE, h11.MUST_CLOSE, h11.CLOSED}
 
@@ -152,7 +166,20 @@ class HypercornConnection(TCPServer):
         return True
 
     async def _read_data(self) -> None:
-        """hypercorn's read loop; once closing, it only drains."""
+        """hypercorn's read loop, over :class:`H11Connection`; once closing, it only drains."""
+        wrapper = self.protocol
+        if isinstance(wrapper.protocol, H11Protocol):
+            wrapper.protocol = H11Connection(
+                wrapper.app,
+                wrapper.config,
+                wrapper.context,
+                wrapper.task_group,
+                wrapper.state,
+                wrapper.ssl,
+                wrapper.client,
+                wrapper.server,
+                wrapper.send,
+            )
         while True:
             try:
                 with trio.fail_after(self.config.read_timeout or math.inf):
@@ -164,6 +191,26 @@ class HypercornConnection(TCPServer):
             if not data:
                 break
         await self.protocol.handle(Closed())
+
+
+class H11Connection(H11Protocol):
+    """hypercorn's HTTP/1.1 protocol, with our error format."""
+
+    async def _send_error_response(self, status_code: int) -> None:
+        if status_code == 431:
+            text = f"The request head is larger than {self.config.h11_max_incomplete_size} bytes"
+        else:
+            text = _PROTOCOL_ERRORS.get(status_code, "Malformed HTTP request")
+        headers, body = _error_parts(ApiError(text, status_code))
+        reason = HTTPStatus(status_code).phrase.encode()  # h11 hints 400, 431 and 501 only
+        response = h11.Response(
+            status_code=status_code,
+            headers=[*headers, *self.config.response_headers("h11")],
+            reason=reason,
+        )
+        await self._send_h11_event(response)
+        await self._send_h11_event(h11.Data(data=body))
+        await self._send_h11_event(h11.EndOfMessage())
 
 
 @attrs.define

@@ -6,8 +6,8 @@ WebSocket upgrade of ``/api/v1/events`` is served by
 :func:`trio_events.transport.websocket.serve_events`; any other request is
 handed, with the bytes already read, to hypercorn's own connection handler
 (:class:`~trio_events.transport.asgi.HypercornConnection`, which changes how
-a connection closes), so REST requests see what ``hypercorn.trio.serve``
-would give them.
+a connection closes and how h11's errors look), so REST requests see what
+``hypercorn.trio.serve`` would give them.
 
 This re-creates the small part of ``hypercorn.trio.run.worker_serve`` that
 owns the listeners (the ASGI lifespan, the worker context, graceful
