@@ -7,7 +7,8 @@ WebSocket upgrade of ``/api/v1/events`` is served by
 handed, with the bytes already read, to hypercorn's own connection handler
 (:class:`~trio_events.transport.asgi.HypercornConnection`, which changes how
 a connection closes and how h11's errors look), so REST requests see what
-``hypercorn.trio.serve`` would give them.
+``hypercorn.trio.serve`` would give them.  Over TLS, ``server.header_timeout``
+bounds the handshake and the first head together.
 
 This re-creates the small part of ``hypercorn.trio.run.worker_serve`` that
 owns the listeners (the ASGI lifespan, the worker context, graceful
@@ -158,15 +159,14 @@ async def serve_http(
         urls.append(f"{scheme}://{shown}:{address[1]}")
 
     async def handle(stream: Any) -> None:
+        head = None
         try:
-            if ssl_context is not None:
-                with trio.fail_after(hc.ssl_handshake_timeout):
-                    await stream.do_handshake()
-            head = None
             with trio.move_on_after(head_timeout):
+                if ssl_context is not None:
+                    await stream.do_handshake()
                 head = await _read_head(stream, max_head)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError):
-            head = None
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
         if head is None:
             await trio.aclose_forcefully(stream)
             return
