@@ -9,22 +9,26 @@ refuses what the client sends, not only that the server half-closed.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 import trio
+from wsproto.events import TextMessage
 
 from trio_events.transport.asgi import LINGER
 
 from .helpers import TEST_TIMEOUT, make_config, serving
-from .rest_helpers import admin_actor, create_room
-from .stream_helpers import bearer
+from .rest_helpers import admin_actor, create_room, user_actors
+from .stream_helpers import bearer, stream_config, wait_subscribers
 from .transport_helpers import (
     assert_json_error,
     bearer_token,
     closed_after,
     connect,
     dropped_after,
+    handshake,
+    read_hello,
     read_response,
     request_head,
 )
@@ -200,3 +204,56 @@ async def test_malformed_http_gets_a_json_error_and_a_close(
                 assert rest == b""
                 assert await closed_within(stream, MARGIN) < MARGIN
             assert (await client.get("/healthz")).status_code == 200
+
+
+# the ASGI event-stream route: an upgrade on a reused connection (issue 5, item 3)
+
+
+async def test_oversized_frame_on_the_asgi_route_is_1009_and_the_connection_ends(
+    tmp_path: Path,
+) -> None:
+    """hypercorn's ``websocket_max_message_size`` closes with 1009; a client
+    that never answers that close is dropped after LINGER, and its
+    subscription is released."""
+    config = stream_config(tmp_path)
+    limit = config.events.max_client_frame
+    with trio.fail_after(TEST_TIMEOUT):
+        async with serving(config) as (server, client):
+            (alice,) = await user_actors(client, server, "alice")
+            token = await bearer_token(client, alice)
+            async with await connect(server) as stream:
+                await stream.send_all(HEALTHZ)
+                first, rest = await read_response(stream)
+                assert first.status == 200
+                ws = await handshake(stream, bearer(token), rest)
+                assert (await read_hello(ws))["userId"] == alice.user_id
+                await wait_subscribers(server, 1)
+                await ws.send(TextMessage(data="x" * (limit + 1)))
+                assert await ws.close_code() == 1009
+                # ... and the client never answers the close
+                assert await closed_within(stream, LINGER + MARGIN) < LINGER + MARGIN
+                assert await dropped_within(stream, LINGER + MARGIN) < LINGER + MARGIN
+            with trio.fail_after(MARGIN):
+                await wait_subscribers(server, 0)
+
+
+async def test_a_frame_at_the_limit_on_the_asgi_route_is_accepted(tmp_path: Path) -> None:
+    """The control: a Ping of exactly ``max_client_frame`` bytes gets its Pong."""
+    config = stream_config(tmp_path)
+    limit = config.events.max_client_frame
+    with trio.fail_after(TEST_TIMEOUT):
+        async with serving(config) as (server, client):
+            (alice,) = await user_actors(client, server, "alice")
+            token = await bearer_token(client, alice)
+            async with await connect(server) as stream:
+                await stream.send_all(HEALTHZ)
+                first, rest = await read_response(stream)
+                assert first.status == 200
+                ws = await handshake(stream, bearer(token), rest)
+                await read_hello(ws)
+                envelope = '{"type":"Ping","data":""}'
+                data = "x" * (limit - len(envelope))
+                ping = json.dumps({"type": "Ping", "data": data}, separators=(",", ":"))
+                assert len(ping) == limit
+                await ws.send(TextMessage(data=ping))
+                assert await ws.frame() == {"type": "Pong", "data": data}

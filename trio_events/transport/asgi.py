@@ -26,6 +26,12 @@ request and the connection stays usable; past that it adds
 
 **Errors.**  A request h11 cannot parse is answered in the contract's JSON
 error format (hypercorn sends an empty body), and the connection closes.
+
+**WebSocket close.**  Once a close frame went out on the ASGI event-stream
+route (hypercorn's own 1009 for an oversized frame, or the app's close), the
+app is told the stream ended and the connection closes like any other: the
+peer has ``LINGER`` seconds to answer the close, and the stream's subscription
+is released at once instead of when the peer finally hangs up.
 """
 
 from __future__ import annotations
@@ -39,8 +45,12 @@ import attrs
 import h11
 import trio
 from hypercorn.events import Closed, Event, RawData
+from hypercorn.protocol.events import Data
+from hypercorn.protocol.events import Event as StreamEvent
 from hypercorn.protocol.h11 import H11Protocol
+from hypercorn.protocol.ws_stream import WSStream
 from hypercorn.trio.tcp_server import MAX_RECV, TCPServer
+from wsproto.connection import ConnectionState
 
 from ..errors import ApiError
 from .websocket import _error_parts
@@ -79,6 +89,7 @@ _PROTOCOL_ERRORS = {
     501: "The request uses an HTTP feature this server does not implement",
 }
 
+_CLOSING = {ConnectionState.LOCAL_CLOSING, ConnectionState.CLOSED}
 _DONE_SENDING = {h11.IDLE, h11.DONE, h11.MUST_CLOSE, h11.CLOSED}
 
 
@@ -194,7 +205,7 @@ class HypercornConnection(TCPServer):
 
 
 class H11Connection(H11Protocol):
-    """hypercorn's HTTP/1.1 protocol, with our error format."""
+    """hypercorn's HTTP/1.1 protocol, with our error format and WebSocket close."""
 
     async def _send_error_response(self, status_code: int) -> None:
         if status_code == 431:
@@ -211,6 +222,13 @@ class H11Connection(H11Protocol):
         await self._send_h11_event(response)
         await self._send_h11_event(h11.Data(data=body))
         await self._send_h11_event(h11.EndOfMessage())
+
+    async def stream_send(self, event: StreamEvent) -> None:
+        await super().stream_send(event)
+        if isinstance(event, Data) and isinstance(self.stream, WSStream):
+            ws = getattr(self.stream, "connection", None)  # set once accepted
+            if ws is not None and ws.state in _CLOSING:
+                await self.send(Closed())
 
 
 @attrs.define
