@@ -82,13 +82,7 @@ class RawResponse:
         return data
 
 
-async def read_response(stream: trio.abc.Stream, buffer: bytes = b"") -> tuple[RawResponse, bytes]:
-    """One response (``Content-Length`` framed, or up to EOF) and the bytes after it."""
-    while b"\r\n\r\n" not in buffer:
-        chunk = await stream.receive_some()
-        assert chunk, f"connection closed before a response head: {buffer!r}"
-        buffer += chunk
-    head, _, rest = buffer.partition(b"\r\n\r\n")
+def _head(head: bytes) -> tuple[int, dict[str, str]]:
     status_line, *lines = head.decode("latin-1").split("\r\n")
     version, status, *_ = status_line.split(" ")
     assert version == "HTTP/1.1", status_line
@@ -96,17 +90,37 @@ async def read_response(stream: trio.abc.Stream, buffer: bytes = b"") -> tuple[R
     for line in lines:
         name, _, value = line.partition(":")
         headers[name.strip().lower()] = value.strip()
+    return int(status), headers
+
+
+async def read_response(stream: trio.abc.Stream, buffer: bytes = b"") -> tuple[RawResponse, bytes]:
+    """One response (``Content-Length`` framed, or up to EOF) and the bytes after it."""
+    while b"\r\n\r\n" not in buffer:
+        chunk = await stream.receive_some()
+        assert chunk, f"connection closed before a response head: {buffer!r}"
+        buffer += chunk
+    head, _, rest = buffer.partition(b"\r\n\r\n")
+    status, headers = _head(head)
     if "content-length" in headers:
         length = int(headers["content-length"])
         while len(rest) < length:
             chunk = await stream.receive_some()
             assert chunk, "connection closed inside a response body"
             rest += chunk
-        return RawResponse(int(status), headers, rest[:length]), rest[length:]
+        return RawResponse(status, headers, rest[:length]), rest[length:]
     assert "transfer-encoding" not in headers, headers
     while chunk := await stream.receive_some():
         rest += chunk
-    return RawResponse(int(status), headers, rest), b""
+    return RawResponse(status, headers, rest), b""
+
+
+def parse_response(data: bytes) -> RawResponse:
+    """The one complete, ``Content-Length`` framed response that ``data`` holds."""
+    head, separator, body = data.partition(b"\r\n\r\n")
+    assert separator, f"no complete response head in {data[:200]!r}"
+    status, headers = _head(head)
+    assert int(headers["content-length"]) == len(body), (headers, body[:200])
+    return RawResponse(status, headers, body)
 
 
 def assert_json_error(response: RawResponse, status: int) -> str:

@@ -36,7 +36,7 @@ from hypercorn.utils import wrap_app
 
 from ..errors import HeaderTooLarge
 from ..services import Services
-from .asgi import BodyBeforeAnswer, HypercornConnection
+from .asgi import LINGER, BodyBeforeAnswer, HypercornConnection
 from .websocket import FrameCache, error_response, serve_events
 
 __all__ = ["PrefixedStream", "is_events_upgrade", "serve_http"]
@@ -100,12 +100,28 @@ async def _read_head(stream: trio.abc.Stream, max_head: int) -> bytes | None:
     data = b""
     while b"\r\n\r\n" not in data:
         if len(data) > max_head:
-            return data  # let hypercorn refuse it with its own error
+            return data  # too long: refused with 431
         chunk = await stream.receive_some(65536)
         if not chunk:
             return None
         data += chunk
     return data
+
+
+async def _refuse(stream: Any, response: bytes) -> None:
+    """Send ``response``, then drain the client's input for up to ``LINGER``
+    seconds before closing, so that no reset destroys the answer."""
+    with (
+        trio.move_on_after(LINGER),
+        contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError),
+    ):
+        await stream.send_all(response)
+        send_eof = getattr(stream, "send_eof", None)
+        if send_eof is not None:  # plain TCP; TLS has no half-close
+            await send_eof()
+        while await stream.receive_some(65536):
+            pass
+    await trio.aclose_forcefully(stream)
 
 
 def _peer(stream: Any) -> str:
@@ -173,9 +189,7 @@ async def serve_http(
         end = head.find(b"\r\n\r\n")
         if end < 0 or end + 4 > max_head:
             too_big = HeaderTooLarge(f"The request head is larger than {max_head} bytes")
-            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-                await stream.send_all(error_response(too_big))
-            await trio.aclose_forcefully(stream)
+            await _refuse(stream, error_response(too_big))
             return
         if is_events_upgrade(head):
             try:
