@@ -82,13 +82,7 @@ class RawResponse:
         return data
 
 
-async def read_response(stream: trio.abc.Stream, buffer: bytes = b"") -> tuple[RawResponse, bytes]:
-    """One response (``Content-Length`` framed, or up to EOF) and the bytes after it."""
-    while b"\r\n\r\n" not in buffer:
-        chunk = await stream.receive_some()
-        assert chunk, f"connection closed before a response head: {buffer!r}"
-        buffer += chunk
-    head, _, rest = buffer.partition(b"\r\n\r\n")
+def _head(head: bytes) -> tuple[int, dict[str, str]]:
     status_line, *lines = head.decode("latin-1").split("\r\n")
     version, status, *_ = status_line.split(" ")
     assert version == "HTTP/1.1", status_line
@@ -96,17 +90,49 @@ async def read_response(stream: trio.abc.Stream, buffer: bytes = b"") -> tuple[R
     for line in lines:
         name, _, value = line.partition(":")
         headers[name.strip().lower()] = value.strip()
+    return int(status), headers
+
+
+async def read_response(stream: trio.abc.Stream, buffer: bytes = b"") -> tuple[RawResponse, bytes]:
+    """One response (``Content-Length`` framed, or up to EOF) and the bytes after it."""
+    while b"\r\n\r\n" not in buffer:
+        chunk = await stream.receive_some()
+        assert chunk, f"connection closed before a response head: {buffer!r}"
+        buffer += chunk
+    head, _, rest = buffer.partition(b"\r\n\r\n")
+    status, headers = _head(head)
     if "content-length" in headers:
         length = int(headers["content-length"])
         while len(rest) < length:
             chunk = await stream.receive_some()
             assert chunk, "connection closed inside a response body"
             rest += chunk
-        return RawResponse(int(status), headers, rest[:length]), rest[length:]
+        return RawResponse(status, headers, rest[:length]), rest[length:]
     assert "transfer-encoding" not in headers, headers
     while chunk := await stream.receive_some():
         rest += chunk
-    return RawResponse(int(status), headers, rest), b""
+    return RawResponse(status, headers, rest), b""
+
+
+def parse_response(data: bytes) -> RawResponse:
+    """The one complete, ``Content-Length`` framed response that ``data`` holds."""
+    head, separator, body = data.partition(b"\r\n\r\n")
+    assert separator, f"no complete response head in {data[:200]!r}"
+    status, headers = _head(head)
+    assert int(headers["content-length"]) == len(body), (headers, body[:200])
+    return RawResponse(status, headers, body)
+
+
+def assert_json_error(response: RawResponse, status: int) -> str:
+    """``response`` is ``status`` in the contract's error format; its errorText."""
+    assert response.status == status, response
+    assert response.headers["content-type"].startswith("application/json"), response.headers
+    body = response.json()
+    assert body["httpStatusCode"] == status, body
+    assert set(body) == {"errorText", "httpStatusCode"}, body
+    assert isinstance(body["errorText"], str)
+    assert body["errorText"], body
+    return body["errorText"]
 
 
 async def closed_after(stream: trio.abc.Stream) -> float:
@@ -118,6 +144,22 @@ async def closed_after(stream: trio.abc.Stream) -> float:
     except trio.BrokenResourceError:
         pass  # a reset is a close too
     return trio.current_time() - started
+
+
+async def dropped_after(stream: trio.abc.Stream, gap: float = 0.02) -> float:
+    """Seconds until the server has dropped the connection altogether.
+
+    An end of stream is only the server's half-close (it may still be reading
+    what the client sends), so this keeps sending a byte every ``gap``
+    seconds until the kernel refuses: the server's socket is gone.
+    """
+    started = trio.current_time()
+    try:
+        while True:
+            await stream.send_all(b"x")
+            await trio.sleep(gap)
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        return trio.current_time() - started
 
 
 async def bearer_token(client: httpx.AsyncClient, actor: Actor) -> str:

@@ -89,6 +89,8 @@ def hypercorn_config(config: Config) -> HypercornConfig:
     hc.websocket_max_message_size = config.events.max_client_frame
     hc.websocket_ping_interval = config.events.heartbeat_interval  # the ASGI fallback route
     hc.h11_max_incomplete_size = server.max_header_bytes
+    # the transport bounds the handshake and the first head together by this
+    hc.ssl_handshake_timeout = server.header_timeout
     hc.keep_alive_max_requests = server.keep_alive_max_requests
     return hc
 

@@ -4,8 +4,11 @@ Each accepted connection's request head is read here (bounded in size and
 time: ``server.max_header_bytes`` and ``server.header_timeout``).  A
 WebSocket upgrade of ``/api/v1/events`` is served by
 :func:`trio_events.transport.websocket.serve_events`; any other request is
-handed, with the bytes already read, to hypercorn's own connection handler,
-so REST requests see exactly what ``hypercorn.trio.serve`` would give them.
+handed, with the bytes already read, to hypercorn's own connection handler
+(:class:`~trio_events.transport.asgi.HypercornConnection`, which changes how
+a connection closes and how h11's errors look), so REST requests see what
+``hypercorn.trio.serve`` would give them.  Over TLS, ``server.header_timeout``
+bounds the handshake and the first head together.
 
 This re-creates the small part of ``hypercorn.trio.run.worker_serve`` that
 owns the listeners (the ASGI lifespan, the worker context, graceful
@@ -28,12 +31,12 @@ from typing import Any
 import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio.lifespan import Lifespan
-from hypercorn.trio.tcp_server import TCPServer
 from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.utils import wrap_app
 
 from ..errors import HeaderTooLarge
 from ..services import Services
+from .asgi import LINGER, BodyBeforeAnswer, HypercornConnection
 from .websocket import FrameCache, error_response, serve_events
 
 __all__ = ["PrefixedStream", "is_events_upgrade", "serve_http"]
@@ -77,37 +80,6 @@ class PrefixedStream(trio.abc.HalfCloseableStream):
         return getattr(self._stream, name)
 
 
-class IdleTimer:
-    """hypercorn's per-connection idle timer, started so that it survives.
-
-    hypercorn restarts the keep-alive timer from inside the request's task
-    with ``await nursery.start(...)``; quart-trio cancels that task's scope
-    as the response completes, which takes the freshly started timer with it,
-    so idle keep-alive connections (and a slowly trickling second request
-    head) were never cut off.  ``start_soon`` runs the timer in the
-    connection's nursery, out of reach of the caller's cancellation.
-    Same interface as ``hypercorn.trio.worker_context.TrioSingleTask``.
-    """
-
-    def __init__(self) -> None:
-        self._scope: trio.CancelScope | None = None
-
-    async def restart(self, task_group: Any, action: Callable[[], Awaitable[None]]) -> None:
-        await self.stop()
-        scope = self._scope = trio.CancelScope()
-
-        async def run() -> None:
-            with scope:
-                await action()
-
-        task_group._nursery.start_soon(run)
-
-    async def stop(self) -> None:
-        if self._scope is not None:
-            self._scope.cancel()
-            self._scope = None
-
-
 def is_events_upgrade(head: bytes) -> bool:
     """Whether a complete request head asks to upgrade ``/api/v1/events``."""
     request_line, _, rest = head.partition(b"\r\n")
@@ -128,12 +100,28 @@ async def _read_head(stream: trio.abc.Stream, max_head: int) -> bytes | None:
     data = b""
     while b"\r\n\r\n" not in data:
         if len(data) > max_head:
-            return data  # let hypercorn refuse it with its own error
+            return data  # too long: refused with 431
         chunk = await stream.receive_some(65536)
         if not chunk:
             return None
         data += chunk
     return data
+
+
+async def _refuse(stream: Any, response: bytes) -> None:
+    """Send ``response``, then drain the client's input for up to ``LINGER``
+    seconds before closing, so that no reset destroys the answer."""
+    with (
+        trio.move_on_after(LINGER),
+        contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError),
+    ):
+        await stream.send_all(response)
+        send_eof = getattr(stream, "send_eof", None)
+        if send_eof is not None:  # plain TCP; TLS has no half-close
+            await send_eof()
+        while await stream.receive_some(65536):
+            pass
+    await trio.aclose_forcefully(stream)
 
 
 def _peer(stream: Any) -> str:
@@ -160,7 +148,7 @@ async def serve_http(
     ``listen_fds``: listening sockets inherited from a ``--workers``
     supervisor, used instead of binding ``hc.bind``.
     """
-    asgi = wrap_app(app, hc.wsgi_max_body_size, None)
+    asgi = wrap_app(BodyBeforeAnswer(app), hc.wsgi_max_body_size, "asgi")
     state: dict[str, Any] = {}
     lifespan = Lifespan(asgi, hc, state)
     context = WorkerContext(None)
@@ -187,24 +175,21 @@ async def serve_http(
         urls.append(f"{scheme}://{shown}:{address[1]}")
 
     async def handle(stream: Any) -> None:
+        head = None
         try:
-            if ssl_context is not None:
-                with trio.fail_after(hc.ssl_handshake_timeout):
-                    await stream.do_handshake()
-            head = None
             with trio.move_on_after(head_timeout):
+                if ssl_context is not None:
+                    await stream.do_handshake()
                 head = await _read_head(stream, max_head)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError):
-            head = None
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
         if head is None:
             await trio.aclose_forcefully(stream)
             return
         end = head.find(b"\r\n\r\n")
         if end < 0 or end + 4 > max_head:
             too_big = HeaderTooLarge(f"The request head is larger than {max_head} bytes")
-            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-                await stream.send_all(error_response(too_big))
-            await trio.aclose_forcefully(stream)
+            await _refuse(stream, error_response(too_big))
             return
         if is_events_upgrade(head):
             try:
@@ -217,9 +202,10 @@ async def serve_http(
                 await trio.aclose_forcefully(stream)
             return
         prefixed: Any = PrefixedStream(stream, head)
-        server = TCPServer(asgi, hc, context, state, prefixed)
-        server.idle_task = IdleTimer()  # type: ignore[assignment]
-        await server.run()
+        try:
+            await HypercornConnection(asgi, hc, context, state, prefixed).run()
+        finally:
+            await trio.aclose_forcefully(stream)  # whatever ended the connection
 
     async with trio.open_nursery() as lifespan_nursery:
         await lifespan_nursery.start(lifespan.handle_lifespan)
