@@ -21,6 +21,7 @@ from trio_events.config import EventsConfig
 from trio_events.connection import CLOSE_TIMEOUT, SENDER_IDLE, PeerClosed, Verdict, run_stream
 
 HELLO = '{"type":"Hello","data":{}}'
+CONTROL = "\x00a WebSocket ping"  # what the fake peer sends to stand for one
 CONFIG = EventsConfig(
     heartbeat_interval=20.0, heartbeat_timeout=10.0, max_client_frame=64, client_frame_rate=3
 )
@@ -29,6 +30,7 @@ CONFIG = EventsConfig(
 class FakeTransport:
     supports_ping = True
     awaiting_pong = False
+    control_frames = 0
 
     def __init__(self, *, pongs: int = 1_000, block_after: int | None = None) -> None:
         self.sent: list[str] = []
@@ -53,9 +55,12 @@ class FakeTransport:
     async def receive(self, deadline: float = math.inf) -> str | bytes | None:
         with trio.move_on_at(deadline):
             try:
-                return await self._incoming.receive()
+                message = await self._incoming.receive()
             except trio.EndOfChannel:
                 raise PeerClosed from None
+            if message != CONTROL:
+                return message
+            self.control_frames += 1  # and the real transport answers it later
         return None
 
     async def send_ping(self) -> None:
@@ -161,6 +166,25 @@ async def test_frame_rate_limit(autojump_clock: trio.testing.MockClock) -> None:
     assert verdicts == [Verdict(1008, "too many frames")]
     assert transport.closed == [(1008, "too many frames")]
     assert trio.current_time() - start == pytest.approx(1.5)
+
+
+async def test_control_frames_count_against_the_rate(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """WebSocket pings are client frames too (the rate is 3 a second here)."""
+    transport, sub, verdicts = FakeTransport(), subscriber(), list[Verdict]()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(run, transport, sub, verdicts)
+        for _ in range(3):
+            await transport.client.send(CONTROL)
+        await trio.sleep(1.0)
+        for frame in (CONTROL, "text", CONTROL):
+            await transport.client.send(frame)
+        await trio.sleep(0.5)
+        assert verdicts == []
+        await transport.client.send(CONTROL)  # the fourth within one second
+    assert verdicts == [Verdict(1008, "too many frames")]
+    assert transport.closed == [(1008, "too many frames")]
 
 
 async def test_heartbeat_pings_and_times_out(autojump_clock: trio.testing.MockClock) -> None:

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 import trio
 from trio_websocket import ConnectionClosed
+from wsproto.events import CloseConnection, Ping, Pong
 
 import trio_events
 from trio_events.services.auth import BAD_BEARER, NO_CREDENTIALS
@@ -58,6 +59,7 @@ from .stream_helpers import (
     wait_until,
     world,
 )
+from .transport_helpers import raw_ws
 
 
 async def test_message_rows(tmp_path: Path) -> None:
@@ -325,6 +327,26 @@ async def test_client_frames_ping_size_and_rate(tmp_path: Path) -> None:
                     for _ in range(10):
                         await stream.ws.send_message("noise")
                 assert await stream.close_code() == 1008
+            await wait_subscribers(server, 0)
+
+
+async def test_websocket_pings_count_against_the_rate(tmp_path: Path) -> None:
+    """Control frames are client frames: the sixth ping within a second (the
+    rate is 5) gets the 1008 close instead of a pong."""
+    config = stream_config(tmp_path, events={"client_frame_rate": 5})
+    with trio.fail_after(TEST_TIMEOUT):
+        async with serving(config) as (server, client):
+            (alice,) = await user_actors(client, server, "alice")
+            async with raw_ws(server, list(alice.headers.items())) as (ws, _):
+                pings = [ws.ws.send(Ping(payload=str(n).encode())) for n in range(6)]
+                await ws.stream.send_all(b"".join(pings))  # at once: within one second
+                pongs: list[bytes] = []
+                while not isinstance(event := await ws.event(), CloseConnection):
+                    assert event is not None, "the connection ended without a close"
+                    if isinstance(event, Pong):
+                        pongs.append(bytes(event.payload))
+                assert event.code == 1008
+                assert pongs == [b"0", b"1", b"2", b"3", b"4"]
             await wait_subscribers(server, 0)
 
 
