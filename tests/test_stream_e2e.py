@@ -20,6 +20,7 @@ from wsproto.events import CloseConnection, Ping, Pong
 import trio_events
 from trio_events.services.auth import BAD_BEARER, NO_CREDENTIALS
 
+from .attachment_helpers import attachment_fields, delete_attachment, metadata, upload_ok
 from .helpers import TEST_TIMEOUT, USER_PASSWORD, login, serving, session_headers
 from .rest_helpers import (
     Actor,
@@ -153,6 +154,76 @@ async def test_message_rows(tmp_path: Path) -> None:
             got = await w.settle()
             only(got, bob=[(ROOM_UPDATED, team)])
             assert rooms(got, "isPinned") == {"bob": True}
+
+
+async def test_attachment_pin_moderator_and_older_delete_rows(tmp_path: Path) -> None:
+    """The rows test_message_rows and test_room_rows leave out: attachments
+    added and removed, unpin, an existing member's moderator flag, and the
+    delete of a message that is not the newest."""
+    with trio.fail_after(TEST_TIMEOUT):
+        async with world(stream_config(tmp_path)) as w:
+            c, a = w.client, w.actors
+            admin = a["admin"].headers
+            team = await create_room(c, a["admin"], "team", "Private", [a["alice"], a["bob"]])
+            older = await post(c, a["alice"], team, "older")
+            newer = await post(c, a["alice"], team, "newer")
+            await w.settle()
+
+            def members(*frames: tuple[str, int]) -> dict[str, list[tuple[str, int]]]:
+                return {name: list(frames) for name in ("admin", "alice", "bob")}
+
+            def attachments(got: dict[str, list[Json]]) -> dict[str, list[Json]]:
+                messages = {
+                    name: frames[0]["data"]["messages"] for name, frames in got.items() if frames
+                }
+                assert all(len(m) == 1 and m[0]["messageId"] == older for m in messages.values())
+                return {name: m[0]["attachments"] for name, m in messages.items()}
+
+            files = [("one.txt", b"1"), ("two.txt", b"22")]
+            first, second = await upload_ok(c, a["alice"], older, files)
+            got = await w.settle()
+            only(got, **members((UPDATED, team)))
+            meta = [attachment_fields(await metadata(c, a["bob"], i)) for i in (first, second)]
+            assert attachments(got) == dict.fromkeys(("admin", "alice", "bob"), meta)
+
+            body_of(await delete_attachment(c, a["alice"], first))
+            got = await w.settle()
+            only(got, **members((UPDATED, team)))
+            assert attachments(got) == dict.fromkeys(("admin", "alice", "bob"), meta[1:])
+
+            bob_url = f"/api/v1/rooms/{team}/members/{a['bob'].user_id}"
+            for flag in (True, False):
+                body_of(await c.put(bob_url, json={"isModerator": flag}, headers=admin))
+                got = await w.settle()
+                only(got, bob=[(ROOM_UPDATED, team)])
+                assert rooms(got, "isModerator") == {"bob": flag}
+            body_of(await c.put(bob_url, json={"isModerator": False}, headers=admin))
+            only(await w.settle())  # no change, no event
+
+            pin_url = f"/api/v1/rooms/{team}/pin"
+            body_of(await c.put(pin_url, headers=a["bob"].headers))
+            await w.settle()
+            body_of(await c.delete(pin_url, headers=a["bob"].headers))
+            got = await w.settle()
+            only(got, bob=[(ROOM_UPDATED, team)])
+            assert rooms(got, "isPinned") == {"bob": False}
+
+            await delete_message(c, a["alice"], older)  # unread counts change
+            got = await w.settle()
+            only(got, **members((DELETED, team), (ROOM_UPDATED, team)))
+            deleted = {"parentMessageId": 0, "roomId": team, "messageId": older}
+            assert all(got[name][0]["data"] == deleted for name in ("admin", "alice", "bob"))
+            assert rooms(got, "unreadMessageCount") == {"admin": 1, "alice": 0, "bob": 1}
+            last_messages = {n: r["messageId"] for n, r in rooms(got, "lastMessage").items()}
+            assert last_messages == dict.fromkeys(("admin", "alice", "bob"), newer)
+
+            await post(c, a["alice"], team, "newest")
+            await mark_read(c, a["admin"], newer)
+            await mark_read(c, a["bob"], newer)
+            await w.settle()
+            await delete_message(c, a["alice"], newer)  # read by all: no unread count changes
+            got = await w.settle()
+            only(got, **members((DELETED, team)))
 
 
 async def test_room_rows(tmp_path: Path) -> None:
