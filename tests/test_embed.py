@@ -29,6 +29,7 @@ from .stream_helpers import (
     ROOM_UPDATED,
     Json,
     Stream,
+    no_task_left_behind,
     open_stream,
     stream_config,
     summary,
@@ -63,7 +64,7 @@ async def run_server(
 async def test_cancelled_server_drains_then_closes_1001(tmp_path: Path) -> None:
     config = stream_config(tmp_path, events={"send_queue_size": 10_000})
     with trio.fail_after(TEST_TIMEOUT):
-        async with trio.open_nursery() as nursery:
+        async with no_task_left_behind(), trio.open_nursery() as nursery:
             scope, server = await nursery.start(run_server, config)
             broker = server.services.broker
             async with httpx.AsyncClient(base_url=server.url) as client:
@@ -103,7 +104,7 @@ async def test_keyboard_interrupt_in_the_block_closes_1001(tmp_path: Path) -> No
 
     interrupted = False
     with trio.fail_after(TEST_TIMEOUT):
-        async with trio.open_nursery() as nursery:
+        async with no_task_left_behind(), trio.open_nursery() as nursery:
             try:
                 async with serving(stream_config(tmp_path)) as (server, client):
                     admin = await admin_actor(client)

@@ -50,6 +50,7 @@ from .stream_helpers import (
     cookie,
     ignore_pings,
     message_fields,
+    no_task_left_behind,
     only,
     open_stream,
     rejection,
@@ -301,6 +302,7 @@ async def test_hello_cookie_and_bearer(tmp_path: Path) -> None:
             token = body_of(await client.post("/api/v1/token", headers=alice.headers))["token"]
             mark = await latest_event_id(server)
             async with (
+                no_task_left_behind(),  # the client closes both streams
                 open_stream(server, list(alice.headers.items())) as by_cookie,
                 open_stream(server, bearer(token)) as by_bearer,
             ):
@@ -385,7 +387,7 @@ async def test_client_frames_ping_size_and_rate(tmp_path: Path) -> None:
         async with serving(config) as (server, client):
             (alice,) = await user_actors(client, server, "alice")
             headers = list(alice.headers.items())
-            async with open_stream(server, headers) as stream:
+            async with no_task_left_behind(), open_stream(server, headers) as stream:
                 await stream.ws.send_message('{"type":"Ping","data":{"a":1}}')
                 assert json.loads(await stream.ws.get_message()) == {
                     "type": "Pong",
@@ -393,7 +395,7 @@ async def test_client_frames_ping_size_and_rate(tmp_path: Path) -> None:
                 }
                 await stream.ws.send_message("x" * 300)
                 assert await stream.close_code() == 1009
-            async with open_stream(server, headers) as stream:
+            async with no_task_left_behind(), open_stream(server, headers) as stream:
                 with contextlib.suppress(ConnectionClosed):  # closed before the tenth
                     for _ in range(10):
                         await stream.ws.send_message("noise")
@@ -408,7 +410,8 @@ async def test_websocket_pings_count_against_the_rate(tmp_path: Path) -> None:
     with trio.fail_after(TEST_TIMEOUT):
         async with serving(config) as (server, client):
             (alice,) = await user_actors(client, server, "alice")
-            async with raw_ws(server, list(alice.headers.items())) as (ws, _):
+            headers = list(alice.headers.items())
+            async with no_task_left_behind(), raw_ws(server, headers) as (ws, _):
                 pings = [ws.ws.send(Ping(payload=str(n).encode())) for n in range(6)]
                 await ws.stream.send_all(b"".join(pings))  # at once: within one second
                 pongs: list[bytes] = []
@@ -428,7 +431,8 @@ async def test_unanswered_pings_close_1011(tmp_path: Path) -> None:
         async with serving(config) as (server, client):
             (alice,) = await user_actors(client, server, "alice")
             headers = list(alice.headers.items())
-            pings, code = await ignore_pings(server, headers, HEARTBEAT + 0.5 + 1.5)
+            async with no_task_left_behind():
+                pings, code = await ignore_pings(server, headers, HEARTBEAT + 0.5 + 1.5)
             await wait_subscribers(server, 0)
     assert pings >= 1
     assert code == 1011
@@ -445,6 +449,7 @@ async def test_session_ended_4001(tmp_path: Path) -> None:
             room = await create_room(client, admin, "lobby", "Public")
             token = body_of(await client.post("/api/v1/token", headers=first.headers))["token"]
             async with (
+                no_task_left_behind(),
                 open_stream(server, list(first.headers.items())) as ending,
                 open_stream(server, list(second.headers.items())) as staying,
                 open_stream(server, bearer(token)) as by_token,
@@ -473,6 +478,7 @@ async def test_slow_consumer_4008(tmp_path: Path) -> None:
             room = await create_room(client, admin, "lobby", "Public")
             broker = server.services.broker
             async with (
+                no_task_left_behind(),
                 open_stream(server, list(alice.headers.items())) as slow,
                 open_stream(server, list(bob.headers.items())) as fast,
             ):
@@ -517,7 +523,7 @@ async def test_server_shutdown_1001(tmp_path: Path) -> None:
             codes.append(await stream.close_code())
 
     with trio.fail_after(TEST_TIMEOUT):
-        async with trio.open_nursery() as nursery:
+        async with no_task_left_behind(), trio.open_nursery() as nursery:
             async with serving(stream_config(tmp_path)) as (server, client):
                 admin = await admin_actor(client)
                 (alice,) = await user_actors(client, server, "alice")
