@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,10 @@ from .rest_helpers import Actor, admin_actor, create_room, latest_event_id, post
 
 Json = dict[str, Any]
 POLL = 0.01
+# Seconds a finished scenario's tasks get to end (a stream lingers for the
+# client's close): a bound for a leak check, not a speed expectation.
+TASKS_SETTLE = 10.0
+REST_TASKS = ("hypercorn.", "quart_trio.", "trio_events.transport.http.IdleTimer")
 # hypercorn's ping task sleeps a whole interval before it notices that its
 # WebSocket closed, and keeps the connection (and server shutdown) waiting.
 HEARTBEAT = 0.25
@@ -65,6 +70,41 @@ async def running_services(config: Config) -> AsyncIterator[Services]:
             yield svc
         finally:
             nursery.cancel_scope.cancel()
+
+
+def living_tasks() -> Counter[str]:
+    """The names of every task of this ``trio.run``, server and clients alike,
+    but those serving a REST request: they come and go with the client's
+    keep-alive connection (one in flight, then an idle timer)."""
+    names: Counter[str] = Counter()
+    root = trio.lowlevel.current_root_task()
+    assert root is not None
+    pending = [root]
+    while pending:
+        task = pending.pop()
+        if not task.name.startswith(REST_TASKS):
+            names[task.name] += 1
+        pending.extend(child for n in task.child_nurseries for child in n.child_tasks)
+    return names
+
+
+@contextlib.asynccontextmanager
+async def no_task_left_behind() -> AsyncIterator[None]:
+    """Fail unless, after the block, no kind of task (by name) has more
+    instances than before it.
+
+    Closing streams end their tasks asynchronously (the close handshake's
+    linger), so the tasks get ``TASKS_SETTLE`` seconds to end; the failure
+    names the extra ones.  Counting by name keeps a task that ended meanwhile
+    (an idle keep-alive connection) from hiding one left behind.
+    """
+    before = living_tasks()
+    yield
+    with trio.move_on_after(TASKS_SETTLE):
+        while living_tasks() - before:  # noqa: ASYNC110 - no event to wait for
+            await trio.sleep(POLL)
+    extra = living_tasks() - before
+    assert not extra, f"tasks left behind: {dict(extra)}"
 
 
 async def latest(svc: Services) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import attrs
 import pytest
 
 from trio_events.acl import AclSnapshot, AclStore, recipients
@@ -267,3 +268,158 @@ def test_other_events_rendered_as_stored() -> None:
     item = event(61, EventType.TEXT_MESSAGE_DELETED, deleted, PUBLIC)
     assert client_data(item, ALICE) == deleted
     assert client_data(item, BOB) == deleted
+
+
+# API.md section 8's table, one case per row: the events each REST action
+# appends (in log order, with the audience the service chooses: None for
+# "the room's members at commit", else exactly those users), routed as the
+# broker does (apply, then recipients, event by event) to a stream of every
+# user.  That the services append these shapes is checked against the log
+# (test_event_log, test_attachments_api) and over the wire (test_stream_e2e).
+
+CREATED, UPDATED, DELETED = "TextMessagesCreated", "TextMessagesUpdated", "TextMessageDeleted"
+ROOM_CREATED, ROOM_UPDATED, ROOM_DELETED = "RoomCreated", "RoomUpdated", "RoomDeleted"
+NEW = 13  # a room created by the row
+
+
+def log_of(*items: StoredEvent | tuple[str, int, tuple[int, ...] | None]) -> list[StoredEvent]:
+    """Events numbered from 50 on; a tuple is a client event (type, room, audience)."""
+    built = []
+    for n, item in enumerate(items, start=50):
+        if isinstance(item, tuple):
+            event_type, room_id, audience = item
+            item = event(n, event_type, {}, room_id, audience)
+        built.append(attrs.evolve(item, event_id=n))
+    return built
+
+
+def routed(log: list[StoredEvent]) -> dict[int, list[str]]:
+    """What each user's stream receives of ``log`` (users receiving nothing left out)."""
+    acl = AclStore(snapshot())
+    got: dict[int, list[str]] = {}
+    for item in log:
+        acl.apply(item)
+        for user in sorted(recipients(item, acl, EVERYONE)):
+            got.setdefault(user, []).append(item.event_type)
+    return got
+
+
+PRIVATE_MEMBERS = (ADMIN, ALICE)  # who may access PRIVATE (SUSPENDED is a member)
+PUBLIC_USERS = (ADMIN, ALICE, BOB, CAROL)
+
+
+def each(users: tuple[int, ...], *types: str) -> dict[int, list[str]]:
+    return {user: list(types) for user in users}
+
+
+SECTION_8_ROWS = [
+    pytest.param(
+        log_of((CREATED, PRIVATE, None), (ROOM_UPDATED, PRIVATE, None)),
+        each(PRIVATE_MEMBERS, CREATED, ROOM_UPDATED),
+        id="post message(s)",
+    ),
+    pytest.param(
+        log_of((CREATED, PRIVATE, None), (UPDATED, PRIVATE, None)),
+        each(PRIVATE_MEMBERS, CREATED, UPDATED),
+        id="post comment",
+    ),
+    pytest.param(
+        log_of((UPDATED, PRIVATE, None)), each(PRIVATE_MEMBERS, UPDATED), id="edit message"
+    ),
+    pytest.param(
+        log_of((DELETED, PRIVATE, None), (ROOM_UPDATED, PRIVATE, None)),
+        each(PRIVATE_MEMBERS, DELETED, ROOM_UPDATED),
+        id="delete message: lastMessage or unread counts change",
+    ),
+    pytest.param(
+        log_of((DELETED, PRIVATE, None)),
+        each(PRIVATE_MEMBERS, DELETED),
+        id="delete message: read by everyone, not the newest",
+    ),
+    pytest.param(
+        log_of((DELETED, PRIVATE, None), (UPDATED, PRIVATE, None)),
+        each(PRIVATE_MEMBERS, DELETED, UPDATED),
+        id="delete message: a comment",
+    ),
+    pytest.param(
+        log_of((UPDATED, PRIVATE, None), (ROOM_UPDATED, PRIVATE, (ALICE,))),
+        {ADMIN: [UPDATED], ALICE: [UPDATED, ROOM_UPDATED]},
+        id="mark read",
+    ),
+    pytest.param(
+        log_of((UPDATED, PRIVATE, None)),
+        each(PRIVATE_MEMBERS, UPDATED),
+        id="add/remove attachment",
+    ),
+    pytest.param(
+        log_of(
+            acl_room(0, NEW, "Private"),
+            acl_member(0, NEW, BOB, True),
+            (ROOM_CREATED, NEW, None),
+        ),
+        each((ADMIN, BOB), ROOM_CREATED),
+        id="create room: Private",
+    ),
+    pytest.param(
+        log_of(acl_room(0, NEW, "Public"), (ROOM_CREATED, NEW, None)),
+        each(PUBLIC_USERS, ROOM_CREATED),
+        id="create room: Public",
+    ),
+    pytest.param(
+        log_of((ROOM_UPDATED, PRIVATE, None)),
+        each(PRIVATE_MEMBERS, ROOM_UPDATED),
+        id="update room: same access",
+    ),
+    pytest.param(
+        log_of(
+            acl_room(0, PUBLIC, "Private"),
+            (ROOM_UPDATED, PUBLIC, (ADMIN,)),
+            (ROOM_DELETED, PUBLIC, (ALICE, BOB, CAROL)),
+        ),
+        {ADMIN: [ROOM_UPDATED]} | each((ALICE, BOB, CAROL), ROOM_DELETED),
+        id="update room: access narrows",
+    ),
+    pytest.param(
+        log_of(
+            acl_room(0, PRIVATE, "Public"),
+            (ROOM_UPDATED, PRIVATE, PRIVATE_MEMBERS),
+            (ROOM_CREATED, PRIVATE, (BOB, CAROL)),
+        ),
+        each(PRIVATE_MEMBERS, ROOM_UPDATED) | each((BOB, CAROL), ROOM_CREATED),
+        id="update room: access widens",
+    ),
+    pytest.param(
+        log_of(acl_member(0, PRIVATE, BOB, True), (ROOM_CREATED, PRIVATE, (BOB,))),
+        {BOB: [ROOM_CREATED]},
+        id="add member",
+    ),
+    pytest.param(
+        log_of((ROOM_UPDATED, PRIVATE, (ALICE,))),
+        {ALICE: [ROOM_UPDATED]},
+        id="add member: an existing member's moderator flag",
+    ),
+    pytest.param(
+        log_of(
+            acl_member(0, PRIVATE, ALICE, False),
+            (ROOM_DELETED, PRIVATE, (ALICE,)),
+            (CREATED, PRIVATE, None),  # not one event of that room afterwards
+        ),
+        {ADMIN: [CREATED], ALICE: [ROOM_DELETED]},
+        id="remove member",
+    ),
+    pytest.param(
+        log_of(
+            (ROOM_DELETED, PRIVATE, PRIVATE_MEMBERS),
+            acl_room(0, PRIVATE, None),
+            (CREATED, PRIVATE, None),  # (a late row of a deleted room reaches nobody)
+        ),
+        each(PRIVATE_MEMBERS, ROOM_DELETED),
+        id="delete room",
+    ),
+    pytest.param(log_of((ROOM_UPDATED, PUBLIC, (BOB,))), {BOB: [ROOM_UPDATED]}, id="pin/unpin"),
+]
+
+
+@pytest.mark.parametrize(("log", "expected"), SECTION_8_ROWS)
+def test_section_8_row(log: list[StoredEvent], expected: dict[int, list[str]]) -> None:
+    assert routed(log) == expected

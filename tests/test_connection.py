@@ -11,16 +11,19 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
+from typing import Any, cast
 
 import pytest
 import trio
 import trio.testing
 
-from trio_events.broker import Subscriber
+from trio_events.broker import Broker, Subscriber
 from trio_events.config import EventsConfig
 from trio_events.connection import CLOSE_TIMEOUT, SENDER_IDLE, PeerClosed, Verdict, run_stream
+from trio_events.model import StoredEvent
 
 HELLO = '{"type":"Hello","data":{}}'
+CONTROL = "\x00a WebSocket ping"  # what the fake peer sends to stand for one
 CONFIG = EventsConfig(
     heartbeat_interval=20.0, heartbeat_timeout=10.0, max_client_frame=64, client_frame_rate=3
 )
@@ -29,6 +32,7 @@ CONFIG = EventsConfig(
 class FakeTransport:
     supports_ping = True
     awaiting_pong = False
+    control_frames = 0
 
     def __init__(self, *, pongs: int = 1_000, block_after: int | None = None) -> None:
         self.sent: list[str] = []
@@ -53,9 +57,12 @@ class FakeTransport:
     async def receive(self, deadline: float = math.inf) -> str | bytes | None:
         with trio.move_on_at(deadline):
             try:
-                return await self._incoming.receive()
+                message = await self._incoming.receive()
             except trio.EndOfChannel:
                 raise PeerClosed from None
+            if message != CONTROL:
+                return message
+            self.control_frames += 1  # and the real transport answers it later
         return None
 
     async def send_ping(self) -> None:
@@ -161,6 +168,25 @@ async def test_frame_rate_limit(autojump_clock: trio.testing.MockClock) -> None:
     assert verdicts == [Verdict(1008, "too many frames")]
     assert transport.closed == [(1008, "too many frames")]
     assert trio.current_time() - start == pytest.approx(1.5)
+
+
+async def test_control_frames_count_against_the_rate(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """WebSocket pings are client frames too (the rate is 3 a second here)."""
+    transport, sub, verdicts = FakeTransport(), subscriber(), list[Verdict]()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(run, transport, sub, verdicts)
+        for _ in range(3):
+            await transport.client.send(CONTROL)
+        await trio.sleep(1.0)
+        for frame in (CONTROL, "text", CONTROL):
+            await transport.client.send(frame)
+        await trio.sleep(0.5)
+        assert verdicts == []
+        await transport.client.send(CONTROL)  # the fourth within one second
+    assert verdicts == [Verdict(1008, "too many frames")]
+    assert transport.closed == [(1008, "too many frames")]
 
 
 async def test_heartbeat_pings_and_times_out(autojump_clock: trio.testing.MockClock) -> None:
@@ -376,3 +402,64 @@ async def test_a_timeout_longer_than_the_interval_does_not_spin(
         await run_stream(late, subscriber(), HELLO, config)
     assert [t - start for t in late.pings] == [5.0, 12.0, 19.0, 26.0]  # each after its pong
     assert late.receives < 50
+
+
+def message_event(event_id: int, room_id: int) -> StoredEvent:
+    payload = json.dumps({"messages": [{"messageId": event_id, "roomId": room_id}]})
+    return StoredEvent(event_id, "TextMessagesCreated", room_id, None, payload, 0)
+
+
+def public_room_with(room_id: int, *user_ids: int) -> Broker:
+    """A broker whose access table has ``room_id`` Public and the users active
+    (no store: its routing is synchronous and needs none)."""
+    broker = Broker(cast(Any, None), queue_size=2)
+    setup = [
+        StoredEvent(n + 1, "acl.user", None, None, json.dumps(user), 0)
+        for n, user in enumerate({"userId": u, "isAdmin": False, "active": True} for u in user_ids)
+    ]
+    room = json.dumps({"roomId": room_id, "roomType": "Public", "previousType": None})
+    broker.route_many([*setup, StoredEvent(len(setup) + 1, "acl.room", room_id, None, room, 0)])
+    return broker
+
+
+async def test_full_queue_closes_4008_through_the_broker(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A peer that stops reading: its socket takes Hello and one frame, its
+    queue two more, and the next routed event finds the queue full; the broker
+    ends that stream (4008) at once and the other stream gets everything."""
+    broker = public_room_with(9, 1, 2)
+    stalled, reading = FakeTransport(block_after=2), FakeTransport()
+    slow_verdicts, fast_verdicts = list[Verdict](), list[Verdict]()
+    closed_at: list[float] = []
+
+    async def run_slow() -> None:
+        await run(stalled, slow, slow_verdicts)
+        closed_at.append(trio.current_time())
+
+    with broker.subscribe(1, 1) as slow, broker.subscribe(2, 2) as fast:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(run_slow)
+            nursery.start_soon(run, reading, fast, fast_verdicts)
+            first = broker.last_event_id + 1
+            for event_id in range(first, first + 4):
+                broker.route(message_event(event_id, 9))
+                await trio.sleep(1)
+            assert slow.close_code is None
+            assert slow.queued == 2  # frames 3 and 4; the sender is stuck on frame 2
+            assert len(stalled.sent) == 2
+            routed_at = trio.current_time()
+            broker.route(message_event(first + 4, 9))  # no room left in the queue
+            assert slow.close_code == 4008
+            await trio.sleep(1)
+            assert slow_verdicts == [Verdict(4008, "slow consumer")]
+            assert closed_at == [routed_at]  # at once, not at a timeout
+            assert stalled.closed == [(4008, "slow consumer")]
+            assert broker.statistics().drops == 1
+            assert fast.close_code is None
+            assert [json.loads(f)["eventId"] for f in reading.sent[1:]] == list(
+                range(first, first + 5)
+            )
+            await reading.client.aclose()
+    assert fast_verdicts == [Verdict(None, "closed by client")]
+    assert broker.statistics().subscribers == 0

@@ -15,10 +15,12 @@ from urllib.parse import urlsplit
 
 import trio
 from trio_websocket import ConnectionClosed
+from wsproto.events import CloseConnection, Ping, Pong
 
 import trio_events
 from trio_events.services.auth import BAD_BEARER, NO_CREDENTIALS
 
+from .attachment_helpers import attachment_fields, delete_attachment, metadata, upload_ok
 from .helpers import TEST_TIMEOUT, USER_PASSWORD, login, serving, session_headers
 from .rest_helpers import (
     Actor,
@@ -48,6 +50,7 @@ from .stream_helpers import (
     cookie,
     ignore_pings,
     message_fields,
+    no_task_left_behind,
     only,
     open_stream,
     rejection,
@@ -58,6 +61,7 @@ from .stream_helpers import (
     wait_until,
     world,
 )
+from .transport_helpers import raw_ws
 
 
 async def test_message_rows(tmp_path: Path) -> None:
@@ -153,6 +157,76 @@ async def test_message_rows(tmp_path: Path) -> None:
             assert rooms(got, "isPinned") == {"bob": True}
 
 
+async def test_attachment_pin_moderator_and_older_delete_rows(tmp_path: Path) -> None:
+    """The rows test_message_rows and test_room_rows leave out: attachments
+    added and removed, unpin, an existing member's moderator flag, and the
+    delete of a message that is not the newest."""
+    with trio.fail_after(TEST_TIMEOUT):
+        async with world(stream_config(tmp_path)) as w:
+            c, a = w.client, w.actors
+            admin = a["admin"].headers
+            team = await create_room(c, a["admin"], "team", "Private", [a["alice"], a["bob"]])
+            older = await post(c, a["alice"], team, "older")
+            newer = await post(c, a["alice"], team, "newer")
+            await w.settle()
+
+            def members(*frames: tuple[str, int]) -> dict[str, list[tuple[str, int]]]:
+                return {name: list(frames) for name in ("admin", "alice", "bob")}
+
+            def attachments(got: dict[str, list[Json]]) -> dict[str, list[Json]]:
+                messages = {
+                    name: frames[0]["data"]["messages"] for name, frames in got.items() if frames
+                }
+                assert all(len(m) == 1 and m[0]["messageId"] == older for m in messages.values())
+                return {name: m[0]["attachments"] for name, m in messages.items()}
+
+            files = [("one.txt", b"1"), ("two.txt", b"22")]
+            first, second = await upload_ok(c, a["alice"], older, files)
+            got = await w.settle()
+            only(got, **members((UPDATED, team)))
+            meta = [attachment_fields(await metadata(c, a["bob"], i)) for i in (first, second)]
+            assert attachments(got) == dict.fromkeys(("admin", "alice", "bob"), meta)
+
+            body_of(await delete_attachment(c, a["alice"], first))
+            got = await w.settle()
+            only(got, **members((UPDATED, team)))
+            assert attachments(got) == dict.fromkeys(("admin", "alice", "bob"), meta[1:])
+
+            bob_url = f"/api/v1/rooms/{team}/members/{a['bob'].user_id}"
+            for flag in (True, False):
+                body_of(await c.put(bob_url, json={"isModerator": flag}, headers=admin))
+                got = await w.settle()
+                only(got, bob=[(ROOM_UPDATED, team)])
+                assert rooms(got, "isModerator") == {"bob": flag}
+            body_of(await c.put(bob_url, json={"isModerator": False}, headers=admin))
+            only(await w.settle())  # no change, no event
+
+            pin_url = f"/api/v1/rooms/{team}/pin"
+            body_of(await c.put(pin_url, headers=a["bob"].headers))
+            await w.settle()
+            body_of(await c.delete(pin_url, headers=a["bob"].headers))
+            got = await w.settle()
+            only(got, bob=[(ROOM_UPDATED, team)])
+            assert rooms(got, "isPinned") == {"bob": False}
+
+            await delete_message(c, a["alice"], older)  # unread counts change
+            got = await w.settle()
+            only(got, **members((DELETED, team), (ROOM_UPDATED, team)))
+            deleted = {"parentMessageId": 0, "roomId": team, "messageId": older}
+            assert all(got[name][0]["data"] == deleted for name in ("admin", "alice", "bob"))
+            assert rooms(got, "unreadMessageCount") == {"admin": 1, "alice": 0, "bob": 1}
+            last_messages = {n: r["messageId"] for n, r in rooms(got, "lastMessage").items()}
+            assert last_messages == dict.fromkeys(("admin", "alice", "bob"), newer)
+
+            await post(c, a["alice"], team, "newest")
+            await mark_read(c, a["admin"], newer)
+            await mark_read(c, a["bob"], newer)
+            await w.settle()
+            await delete_message(c, a["alice"], newer)  # read by all: no unread count changes
+            got = await w.settle()
+            only(got, **members((DELETED, team)))
+
+
 async def test_room_rows(tmp_path: Path) -> None:
     with trio.fail_after(TEST_TIMEOUT):
         async with world(stream_config(tmp_path)) as w:
@@ -228,6 +302,7 @@ async def test_hello_cookie_and_bearer(tmp_path: Path) -> None:
             token = body_of(await client.post("/api/v1/token", headers=alice.headers))["token"]
             mark = await latest_event_id(server)
             async with (
+                no_task_left_behind(),  # the client closes both streams
                 open_stream(server, list(alice.headers.items())) as by_cookie,
                 open_stream(server, bearer(token)) as by_bearer,
             ):
@@ -312,7 +387,7 @@ async def test_client_frames_ping_size_and_rate(tmp_path: Path) -> None:
         async with serving(config) as (server, client):
             (alice,) = await user_actors(client, server, "alice")
             headers = list(alice.headers.items())
-            async with open_stream(server, headers) as stream:
+            async with no_task_left_behind(), open_stream(server, headers) as stream:
                 await stream.ws.send_message('{"type":"Ping","data":{"a":1}}')
                 assert json.loads(await stream.ws.get_message()) == {
                     "type": "Pong",
@@ -320,11 +395,32 @@ async def test_client_frames_ping_size_and_rate(tmp_path: Path) -> None:
                 }
                 await stream.ws.send_message("x" * 300)
                 assert await stream.close_code() == 1009
-            async with open_stream(server, headers) as stream:
+            async with no_task_left_behind(), open_stream(server, headers) as stream:
                 with contextlib.suppress(ConnectionClosed):  # closed before the tenth
                     for _ in range(10):
                         await stream.ws.send_message("noise")
                 assert await stream.close_code() == 1008
+            await wait_subscribers(server, 0)
+
+
+async def test_websocket_pings_count_against_the_rate(tmp_path: Path) -> None:
+    """Control frames are client frames: the sixth ping within a second (the
+    rate is 5) gets the 1008 close instead of a pong."""
+    config = stream_config(tmp_path, events={"client_frame_rate": 5})
+    with trio.fail_after(TEST_TIMEOUT):
+        async with serving(config) as (server, client):
+            (alice,) = await user_actors(client, server, "alice")
+            headers = list(alice.headers.items())
+            async with no_task_left_behind(), raw_ws(server, headers) as (ws, _):
+                pings = [ws.ws.send(Ping(payload=str(n).encode())) for n in range(6)]
+                await ws.stream.send_all(b"".join(pings))  # at once: within one second
+                pongs: list[bytes] = []
+                while not isinstance(event := await ws.event(), CloseConnection):
+                    assert event is not None, "the connection ended without a close"
+                    if isinstance(event, Pong):
+                        pongs.append(bytes(event.payload))
+                assert event.code == 1008
+                assert pongs == [b"0", b"1", b"2", b"3", b"4"]
             await wait_subscribers(server, 0)
 
 
@@ -335,7 +431,8 @@ async def test_unanswered_pings_close_1011(tmp_path: Path) -> None:
         async with serving(config) as (server, client):
             (alice,) = await user_actors(client, server, "alice")
             headers = list(alice.headers.items())
-            pings, code = await ignore_pings(server, headers, HEARTBEAT + 0.5 + 1.5)
+            async with no_task_left_behind():
+                pings, code = await ignore_pings(server, headers, HEARTBEAT + 0.5 + 1.5)
             await wait_subscribers(server, 0)
     assert pings >= 1
     assert code == 1011
@@ -352,6 +449,7 @@ async def test_session_ended_4001(tmp_path: Path) -> None:
             room = await create_room(client, admin, "lobby", "Public")
             token = body_of(await client.post("/api/v1/token", headers=first.headers))["token"]
             async with (
+                no_task_left_behind(),
                 open_stream(server, list(first.headers.items())) as ending,
                 open_stream(server, list(second.headers.items())) as staying,
                 open_stream(server, bearer(token)) as by_token,
@@ -380,6 +478,7 @@ async def test_slow_consumer_4008(tmp_path: Path) -> None:
             room = await create_room(client, admin, "lobby", "Public")
             broker = server.services.broker
             async with (
+                no_task_left_behind(),
                 open_stream(server, list(alice.headers.items())) as slow,
                 open_stream(server, list(bob.headers.items())) as fast,
             ):
@@ -424,7 +523,7 @@ async def test_server_shutdown_1001(tmp_path: Path) -> None:
             codes.append(await stream.close_code())
 
     with trio.fail_after(TEST_TIMEOUT):
-        async with trio.open_nursery() as nursery:
+        async with no_task_left_behind(), trio.open_nursery() as nursery:
             async with serving(stream_config(tmp_path)) as (server, client):
                 admin = await admin_actor(client)
                 (alice,) = await user_actors(client, server, "alice")

@@ -54,6 +54,9 @@ BATCH = 1000  # events read from the log at once
 COALESCE = 0.001  # seconds the broker lets commits accumulate while it is busy
 BUSY = 0.005  # woken within this long after a run counts as busy
 PENDING_MAX = 10_000  # committed events kept in memory before the broker falls back to the log
+# Ended credentials remembered for handshakes still between authentication and
+# subscription (see ``revoked_after``); older ones are forgotten.
+REVOCATIONS_KEPT = 10_000
 
 
 class CloseCode:
@@ -207,6 +210,12 @@ class Broker:
         self._drops = 0
         self._closed = False
         self._touched: list[Subscriber] | None = None  # streams holding frames in a run
+        # Revocations routed so far, for `revoked_after`: credential id -> the
+        # event that ended it (oldest first), and suspended user -> the event
+        # that suspended them (dropped when reactivated).
+        self._ended_at: dict[int, int] = {}
+        self._forgotten_through = 0  # ended credentials up to this id may be forgotten
+        self._suspended_at: dict[int, int] = {}
 
     @property
     def last_event_id(self) -> int:
@@ -250,6 +259,22 @@ class Broker:
                     del self._by_user[user_id]
             send.close()
             receive.close()
+
+    def revoked_after(self, user_id: int, credential_id: int, event_id: int) -> bool | None:
+        """Whether an event routed after ``event_id`` ended this credential or
+        suspended the user; None when that is no longer known.
+
+        A stream's handshake authenticates against the store, then subscribes.
+        A logout routed in between reaches no subscriber of it, so the
+        handshake asks here, right after subscribing, with the id the broker
+        had routed before it authenticated: every revocation up to that id
+        committed before the authentication read, which saw it.
+        """
+        if self._suspended_at.get(user_id, 0) > event_id:
+            return True
+        if self._ended_at.get(credential_id, 0) > event_id:
+            return True
+        return None if event_id < self._forgotten_through else False
 
     def close_all(self, code: int, reason: str) -> None:
         """End every stream (at shutdown); later subscribers are ended at once."""
@@ -431,11 +456,22 @@ class Broker:
         if event.event_type == EventType.SESSION_ENDED:
             data = json.loads(event.payload)
             ended = set(data["credentialIds"])
+            self._remember_ended(ended, event.event_id)
             for subscriber in list(self._by_user.get(data["userId"], ())):
                 if subscriber.credential_id in ended:
                     subscriber.end(CloseCode.SESSION_ENDED, "session ended")
         elif event.event_type == EventType.ACL_USER:
             data = json.loads(event.payload)
-            if not data["active"]:
+            if data["active"]:
+                self._suspended_at.pop(data["userId"], None)
+            else:
+                self._suspended_at[data["userId"]] = event.event_id
                 for subscriber in list(self._by_user.get(data["userId"], ())):
                     subscriber.end(CloseCode.SESSION_ENDED, "user suspended")
+
+    def _remember_ended(self, credential_ids: set[int], event_id: int) -> None:
+        for credential_id in credential_ids:
+            self._ended_at[credential_id] = event_id
+        while len(self._ended_at) > REVOCATIONS_KEPT:
+            oldest = next(iter(self._ended_at))
+            self._forgotten_through = self._ended_at.pop(oldest)

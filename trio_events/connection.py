@@ -12,9 +12,10 @@ opened the nursery.
   ``{"type": "Ping", "data": x}`` is answered with ``{"type": "Pong", "data":
   x}``; other text is ignored; a frame over ``max_client_frame`` bytes closes
   with 1009; more than ``client_frame_rate`` frames in one second closes with
-  1008.  It also keeps the heartbeat, on transports that can ping: a WebSocket
-  ping every ``heartbeat_interval`` seconds, and 1011 when no pong comes within
-  ``heartbeat_timeout`` (its receive has a deadline, so no task sleeps for it).
+  1008 (WebSocket pings count too).  It also keeps the heartbeat, on
+  transports that can ping: a WebSocket ping every ``heartbeat_interval``
+  seconds, and 1011 when no pong comes within ``heartbeat_timeout`` (its
+  receive has a deadline, so no task sleeps for it).
 - **sender**: the Hello frame, the replay, then every frame the broker could
   not write straight to the socket, in order.  It ends after ``SENDER_IDLE``
   seconds with nothing to write, and the broker starts one again when it
@@ -70,6 +71,10 @@ class Transport(Protocol):
     supports_ping: bool
     awaiting_pong: bool
     """A ping was sent and its pong has not arrived yet."""
+    control_frames: int
+    """WebSocket pings (and pongs other than the awaited one) received so far:
+    client frames too, they count against the rate.  ``receive`` returns
+    after each one."""
 
     async def send(self, frame: str) -> None:
         """Send one text frame (safe to call from several tasks)."""
@@ -81,9 +86,10 @@ class Transport(Protocol):
 
     async def receive(self, deadline: float = math.inf) -> str | bytes | None:
         """The next client message, or None once ``deadline`` (Trio time) has
-        passed first or the awaited pong has arrived; raises
-        :class:`PeerClosed` when there is none.  Nothing is lost when it
-        returns None: a message half-received stays."""
+        passed first or a control frame has arrived (the awaited pong, say);
+        raises :class:`PeerClosed` when there is none.  Nothing is lost when it
+        returns None: a message half-received stays.  A client ping is
+        answered at the next call, after the caller counted it."""
         ...
 
     async def send_ping(self) -> None:
@@ -195,6 +201,7 @@ async def run_stream(
             """Client frames, and the heartbeat: a ping every heartbeat_interval;
             no pong within heartbeat_timeout closes with 1011."""
             window = _RateWindow(config.client_frame_rate)
+            controls = 0  # control frames counted so far
             now = trio.current_time()
             ping_at = now + config.heartbeat_interval if transport.supports_ping else math.inf
             pong_by = math.inf
@@ -210,6 +217,11 @@ async def run_stream(
                 except MessageTooBig:
                     finish(CloseCode.TOO_BIG, "frame too big")
                     return
+                while controls < transport.control_frames:
+                    controls += 1
+                    if not window.allow(trio.current_time()):
+                        finish(CloseCode.POLICY, "too many frames")
+                        return
                 if message is None or pong_by != math.inf:
                     now = trio.current_time()
                     if pong_by != math.inf and not transport.awaiting_pong:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import ssl
-from collections.abc import AsyncIterator, Collection, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
 from functools import partial
 from typing import Any
 from urllib.parse import urlsplit
@@ -28,6 +28,7 @@ from hypercorn.config import Config as HypercornConfig
 
 from .api import create_app
 from .config import Config
+from .connection import CLOSE_TIMEOUT
 from .retention import run_retention
 from .services import Services
 from .services.bootstrap import ensure_admin
@@ -111,6 +112,13 @@ async def open_server(
 ) -> AsyncIterator[RunningServer]:
     """Start the whole server; yield once it accepts connections; stop on exit.
 
+    However the block is left (at its end, by an exception, or cancelled by
+    the embedding program, as Ctrl-C does), the shutdown is the same: every
+    stream gets what was queued for it, then a 1001 close, while hypercorn
+    gives open requests ``graceful_timeout`` seconds.  The connections are
+    shielded from the caller's cancellation for that, and the whole shutdown
+    is bounded (``graceful_timeout`` plus ``CLOSE_TIMEOUT``).
+
     ``listen_fds``: accept on these inherited listening sockets (a worker of
     ``serve --workers``) instead of binding ``server.host``/``server.port``.
     """
@@ -133,27 +141,48 @@ async def open_server(
                 await nursery.start(svc.bus.run)
             await nursery.start(run_retention, store, config.events)
             async with trio.open_nursery() as http:
-                urls: list[str] = await http.start(
-                    partial(
-                        serve_http,
-                        app,
-                        svc,
-                        hypercorn_config(config),
-                        ssl_context(config),
-                        shutdown.wait,
-                        listen_fds=listen_fds,
-                    )
-                )
-                log.info("listening urls=%s data=%s", ",".join(urls), config.data_dir)
+                connections = trio.CancelScope(shield=True)
                 try:
+                    urls: list[str] = await http.start(
+                        partial(
+                            _shielded,
+                            connections,
+                            partial(
+                                serve_http,
+                                app,
+                                svc,
+                                hypercorn_config(config),
+                                ssl_context(config),
+                                shutdown.wait,
+                                listen_fds=listen_fds,
+                            ),
+                        )
+                    )
+                    log.info("listening urls=%s data=%s", ",".join(urls), config.data_dir)
                     yield RunningServer(urls=urls, services=svc)
                 finally:
                     # Streams drain their queues and close with 1001 while
                     # hypercorn stops accepting and waits graceful_timeout.
                     svc.broker.close_all(1001, "server shutting down")
                     shutdown.set()
+                    connections.deadline = (
+                        trio.current_time() + config.server.graceful_timeout + CLOSE_TIMEOUT
+                    )
             nursery.cancel_scope.cancel()  # the broker, once no stream is left
         log.info("stopped")
+
+
+async def _shielded(
+    scope: trio.CancelScope,
+    run: Callable[..., Awaitable[None]],
+    *,
+    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run ``run`` inside ``scope``, which shields it from outer cancellation:
+    when the embedding program cancels ``open_server``, the connections still
+    shut down gracefully (``scope``'s deadline bounds that)."""
+    with scope:
+        await run(task_status=task_status)
 
 
 async def serve(

@@ -17,9 +17,10 @@ import attrs
 
 from .broker import Subscriber
 from .errors import Forbidden, RateLimited, Unauthorized
+from .model import CredentialKind
 from .replay import checked_since, plan_replay, resync_frame
 from .services import Principal, Services
-from .services.auth import BAD_BEARER
+from .services.auth import BAD_BEARER, BAD_SESSION
 
 __all__ = [
     "StreamStart",
@@ -78,6 +79,26 @@ async def authorize_stream(
     return principal
 
 
+async def _still_valid(svc: Services, principal: Principal, routed: int) -> None:
+    """401 if the credential was revoked after it was authenticated.
+
+    Called as the stream subscribes, before any await: a revocation routed
+    from then on ends the subscription (4001); one routed since ``routed``
+    (the broker's position before authenticating) reached no subscriber, and
+    the broker remembers it.  When the broker no longer knows, the store is
+    asked again, now that a later revocation can no longer be missed.
+    """
+    credential = principal.credential
+    revoked = svc.broker.revoked_after(principal.user_id, credential.credential_id, routed)
+    if revoked is None:
+        if credential.kind is CredentialKind.TOKEN:
+            await svc.auth.authenticate(principal.secret, None)
+        else:
+            await svc.auth.authenticate(None, principal.secret)
+    elif revoked:
+        raise Unauthorized(BAD_BEARER if credential.kind is CredentialKind.TOKEN else BAD_SESSION)
+
+
 def hello_frame(
     svc: Services, principal: Principal, subscriber: Subscriber, resumed: bool, replayed: int
 ) -> str:
@@ -121,11 +142,13 @@ async def open_stream(
     meanwhile queue up live and come right after the replayed ones.
     """
     broker = svc.broker
+    routed = broker.last_event_id  # every revocation up to here, authentication sees
     principal = await authorize_stream(svc, headers, cookies)  # 401 before anything else
     del headers, cookies  # this frame lives as long as the stream: keep nothing big
     since = await checked_since(svc, raw_since)
     credential = principal.credential.credential_id
     with broker.subscribe(principal.user_id, credential, with_acl=since is not None) as sub:
+        await _still_valid(svc, principal, routed)
         frames: list[str] = []
         resumed = False
         if since is not None:

@@ -36,6 +36,7 @@ class QuartTransport:
 
     supports_ping = False
     awaiting_pong = False
+    control_frames = 0  # hypercorn answers pings on this route: none reach us
 
     def __init__(self, ws: Websocket) -> None:
         self._ws = ws

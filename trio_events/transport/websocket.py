@@ -102,6 +102,9 @@ class WsprotoTransport:
     ``send`` may be called from two tasks (the sender, and the reader for
     pongs and pings); a lock keeps their bytes from interleaving.  Only the
     reader calls ``receive``, which also answers pings and notices pongs.
+    It returns after each control frame so that the reader counts it against
+    the client frame rate, and answers a ping only when called again: a ping
+    over the rate gets the 1008 close, not a pong.
 
     It holds wsproto's frame-level :class:`~wsproto.connection.Connection`
     only; the handshake machinery (``WSConnection`` and its h11 state) is
@@ -123,7 +126,9 @@ class WsprotoTransport:
         self._max_message = max_message
         self._send_lock = trio.Lock()
         self.awaiting_pong = False
+        self.control_frames = 0
         self._ping_payload = b""
+        self._ping: Ping | None = None  # the client's, to answer
         self._parts: list[Any] = []
         self._size = 0
         self._messages: list[str | bytes] = []
@@ -221,8 +226,12 @@ class WsprotoTransport:
         await self._write(self._encode(Ping(payload=self._ping_payload)))
 
     async def receive(self, deadline: float = math.inf) -> str | bytes | None:
+        if self._ping is not None:  # counted by the caller, who came back for more
+            ping, self._ping = self._ping, None
+            await self._write(self._encode(ping.response()))
         while not self._messages:
-            awaiting = self.awaiting_pong
+            if await self._handle_events():
+                return None  # a control frame: the caller counts it
             data = None
             # Only the wait for bytes has the deadline: receive_some is safe to
             # cancel (nothing is consumed), and events are handled outside it.
@@ -239,11 +248,30 @@ class WsprotoTransport:
                 self._ws.receive_data(bytes(data))
             except RemoteProtocolError as exc:
                 raise PeerClosed from exc
-            for event in self._ws.events():
-                await self._handle(event)
-            if awaiting and not self.awaiting_pong and not self._messages:
-                return None  # the pong came: the heartbeat may go on
+            if await self._handle_events():
+                return None
         return self._messages.pop(0)
+
+    async def _handle_events(self) -> bool:
+        """Handle what wsproto parsed, up to and including the first ping or
+        pong (True: one came; what follows waits in wsproto for the next call)."""
+        for event in self._ws.events():
+            if isinstance(event, Ping | Pong):
+                self._control(event)
+                return True
+            await self._handle(event)
+        return False
+
+    def _control(self, event: Ping | Pong) -> None:
+        """Take a ping (the next receive answers it) or a pong.  Each counts as
+        a client frame, except the pong the heartbeat waits for."""
+        awaited = self.awaiting_pong and bytes(event.payload) == self._ping_payload
+        if isinstance(event, Pong) and awaited:
+            self.awaiting_pong = False
+            return
+        self.control_frames += 1
+        if isinstance(event, Ping):
+            self._ping = event
 
     async def _handle(self, event: object) -> None:
         if isinstance(event, TextMessage | BytesMessage):
@@ -257,11 +285,6 @@ class WsprotoTransport:
                     self._messages.append("".join(parts))
                 else:
                     self._messages.append(b"".join(parts))
-        elif isinstance(event, Ping):
-            await self._write(self._encode(event.response()))
-        elif isinstance(event, Pong):
-            if bytes(event.payload) == self._ping_payload:
-                self.awaiting_pong = False
         elif isinstance(event, CloseConnection):
             if self._ws.state is ConnectionState.REMOTE_CLOSING:
                 await self._write(self._encode(event.response()))
