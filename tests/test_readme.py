@@ -382,3 +382,48 @@ async def test_the_scaling_commands_run_as_written(tmp_path: Path) -> None:
             check=False,
             capture_stderr=True,
         )
+
+
+@pytest.mark.slow
+async def test_the_embedding_snippet_runs_as_written(tmp_path: Path) -> None:
+    """The README's program, on a fresh data directory: it publishes its event,
+    and Ctrl-C (SIGINT) stops it cleanly."""
+    rest = README[README.index("## Embedding in a Trio program") :]
+    match = re.search(r"```python\n(.*?)```", rest, re.S)
+    assert match is not None
+    (tmp_path / "embed.py").write_text(match.group(1))
+    shutil.copyfile(REPO / "config.toml", tmp_path / "config.toml")
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRIO_EVENTS_")}
+    env.update(
+        TRIO_EVENTS_SERVER__PORT=str(port),
+        TRIO_EVENTS_SERVER__DATA_DIR=str(tmp_path / "data"),
+        TRIO_EVENTS_BOOTSTRAP__ADMIN_PASSWORD=ADMIN_PASSWORD,
+    )
+    log = tmp_path / "embed.log"
+    with log.open("wb") as stderr:
+        process = await trio.lowlevel.open_process(
+            [sys.executable, "embed.py"], cwd=tmp_path, env=env, stderr=stderr
+        )
+        try:
+            await wait_healthy(process, port, log)
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+                await client.post(
+                    "/api/v1/login", json={"userName": "admin", "password": ADMIN_PASSWORD}
+                )
+                with trio.fail_after(20):
+                    while True:
+                        caught_up = (await client.get("/api/v1/events?since=0")).json()
+                        types = [event["type"] for event in caught_up["events"]]
+                        if "BuildFinished" in types:
+                            break
+                        await trio.sleep(0.1)
+            process.send_signal(signal.SIGINT)
+            with trio.fail_after(30):
+                code = await process.wait()
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+    assert code == 0, end_of(log)
+    assert "Traceback" not in end_of(log)
