@@ -219,6 +219,18 @@ def messages(page: Page) -> Any:
     return page.locator("#messages [data-message-id] .text")
 
 
+def wait_for_frame(page: Page, condition: str) -> None:
+    """Wait until a frame of the raw events panel satisfies ``condition``, a
+    JavaScript expression over ``f`` (the parsed frame)."""
+    page.wait_for_function(
+        f"""() => [...document.querySelectorAll("#raw-events li")].some((li) => {{
+            const f = JSON.parse(li.textContent);
+            return {condition};
+        }})""",
+        timeout=WAIT_MS,
+    )
+
+
 def test_two_users_chat_live(server: ThreadServer, consoles: Consoles) -> None:
     server.create_user("alice")
     server.create_user("bob")
@@ -378,3 +390,55 @@ def test_paging_comments_edit_and_delete(server: ThreadServer, consoles: Console
     first.locator("button.delete").click()
     expect(messages(page)).to_have_count(59)
     expect(messages(page).first).to_have_text("m1")
+
+
+def test_live_events_keep_an_edit_in_progress(server: ThreadServer, consoles: Consoles) -> None:
+    """A post or a read receipt re-renders the room; the open edit box keeps its
+    text and focus, and the composer keeps its draft and focus."""
+    server.create_user("alice")
+    bob = server.create_user("bob")
+    general = server.create_room("general", "Public")
+    with rest_session(server.url, "alice") as alice:
+        posted = alice.post(f"/api/v1/rooms/{general}/messages", json={"content": "first draft"})
+        mine = posted.json()["messageId"]
+    page = consoles.open("alice")
+    room(page, general).click()
+    expect(messages(page)).to_have_text(["first draft"])
+    item = page.locator(f'#messages [data-message-id="{mine}"]')
+    item.locator("button.edit").click()
+    box = item.locator("textarea.edit-text")
+    expect(box).to_be_focused()
+    box.fill("my unsaved edit")
+
+    with rest_session(server.url, "bob") as rest:
+        rest.post(f"/api/v1/rooms/{general}/messages", json={"content": "bob interrupts"})
+        expect(messages(page)).to_have_text(["bob interrupts"])  # the edited one shows a box
+        expect(box).to_have_value("my unsaved edit")
+        expect(box).to_be_focused()
+        page.keyboard.type(", still typing")  # the caret stayed where it was
+        expect(box).to_have_value("my unsaved edit, still typing")
+
+        rest.post(f"/api/v1/messages/{mine}/read")
+        wait_for_frame(
+            page,
+            f"""f.type === "TextMessagesUpdated" && f.data.messages.some((m) =>
+                m.messageId === {mine}
+                && m.readTimestamps.some((r) => r.userId === {bob.user_id}))""",
+        )
+        expect(box).to_have_value("my unsaved edit, still typing")
+        expect(box).to_be_focused()
+
+        page.click("#composer-text")
+        page.keyboard.type("half a thought")
+        rest.post(f"/api/v1/rooms/{general}/messages", json={"content": "bob again"})
+        expect(messages(page)).to_have_text(["bob interrupts", "bob again"])
+        expect(page.locator("#composer-text")).to_be_focused()
+        page.keyboard.type(", finished")
+        expect(page.locator("#composer-text")).to_have_value("half a thought, finished")
+        expect(box).to_have_value("my unsaved edit, still typing")
+
+    item.locator("button.save").click()
+    expect(messages(page)).to_have_text(
+        ["my unsaved edit, still typing", "bob interrupts", "bob again"]
+    )
+    expect(page.locator("#composer-text")).to_have_value("half a thought, finished")

@@ -17,7 +17,7 @@
     messages: new Map(), // messageId -> top-level message of the open room
     hasOlder: false,
     thread: null, // {parent, comments: Map}
-    editing: null, // messageId being edited
+    editing: null, // {messageId, listId, box}: the open edit box, kept across renders
     reading: new Set(), // messageIds with a read request in flight
   };
   const conn = {
@@ -91,6 +91,7 @@
     state.me = null;
     state.roomId = null;
     state.thread = null;
+    state.editing = null;
     state.rooms.clear();
     state.messages.clear();
     for (const id of ["room-list", "messages", "thread-parent", "thread-messages"]) $(id).replaceChildren();
@@ -187,6 +188,7 @@
 
   function closeRoom() {
     state.roomId = null;
+    state.editing = null;
     state.messages.clear();
     state.hasOlder = false;
     closeThread();
@@ -195,7 +197,7 @@
   }
 
   async function openRoom(roomId) {
-    if (state.roomId !== roomId) closeThread();
+    if (state.roomId !== roomId) { state.editing = null; closeThread(); }
     state.roomId = roomId;
     state.messages.clear();
     renderRooms();
@@ -244,7 +246,28 @@
     state.reading.delete(id);
   }
 
-  function messageItem(m) {
+  // The edit box is one element for as long as the edit lasts: renders move it
+  // rather than rebuild it, so live events keep what was typed (see renderList).
+  function startEdit(m, listId) {
+    const box = el("textarea", { value: m.text, rows: 3, class: "edit-text" });
+    state.editing = { messageId: m.messageId, listId, box };
+    rerender();
+    box.focus();
+  }
+
+  function stopEdit() { state.editing = null; rerender(); }
+
+  function editForm(m, box) {
+    const save = async () => {
+      const result = await act("PATCH", `/messages/${m.messageId}`, { content: box.value });
+      if (result.status === 200 && state.editing && state.editing.box === box) stopEdit();
+    };
+    return [box, el("div", { class: "actions" },
+      el("button", { type: "button", text: "Save", class: "save", onclick: save }),
+      el("button", { type: "button", text: "Cancel", class: "cancel", onclick: stopEdit }))];
+  }
+
+  function messageItem(m, listId) {
     const mine = m.userId === state.me.userId;
     const room = state.rooms.get(m.roomId);
     const canModerate = state.me.isAdmin || (room && room.isModerator);
@@ -257,18 +280,9 @@
     item.append(el("div", { class: "meta" },
       el("span", { class: "author", text: userName(m.userId) }),
       el("time", { text: time(m.createdUtc) }), edited));
-    if (state.editing === m.messageId) {
-      const box = el("textarea", { value: m.text, rows: 3, class: "edit-text" });
-      const save = async () => {
-        const result = await act("PATCH", `/messages/${m.messageId}`, { content: box.value });
-        if (result.status === 200) { state.editing = null; rerender(); }
-      };
-      item.append(box, el("div", { class: "actions" },
-        el("button", { type: "button", text: "Save", class: "save", onclick: save }),
-        el("button", {
-          type: "button", text: "Cancel", onclick: () => { state.editing = null; rerender(); },
-        })));
-      setTimeout(() => box.focus(), 0);
+    const editing = state.editing;
+    if (editing && editing.messageId === m.messageId && editing.listId === listId) {
+      item.append(...editForm(m, editing.box));
       return item;
     }
     item.append(el("div", { class: "text", text: m.text }));
@@ -282,7 +296,7 @@
     if (mine || canModerate) {
       actions.append(el("button", {
         type: "button", class: "edit", text: "Edit",
-        onclick: () => { state.editing = m.messageId; rerender(); },
+        onclick: () => startEdit(m, listId),
       }));
       actions.append(el("button", {
         type: "button", class: "delete", text: "Delete",
@@ -296,8 +310,18 @@
 
   function renderList(list, messages) {
     const atBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 40;
+    const box = state.editing && state.editing.box;
+    const typing = box && document.activeElement === box && list.contains(box)
+      ? { start: box.selectionStart, end: box.selectionEnd, direction: box.selectionDirection, top: box.scrollTop }
+      : null;
     for (const item of list.children) readObserver.unobserve(item);
-    list.replaceChildren(...[...messages].sort((a, b) => a.messageId - b.messageId).map(messageItem));
+    list.replaceChildren(...[...messages].sort((a, b) => a.messageId - b.messageId)
+      .map((m) => messageItem(m, list.id)));
+    if (typing && box.isConnected) { // moving the box blurred it: give the focus back
+      box.focus({ preventScroll: true });
+      box.setSelectionRange(typing.start, typing.end, typing.direction);
+      box.scrollTop = typing.top;
+    }
     if (atBottom) list.scrollTop = list.scrollHeight;
   }
 
@@ -342,7 +366,11 @@
     renderThread();
   }
 
-  function closeThread() { state.thread = null; renderThread(); }
+  function closeThread() {
+    if (state.editing && state.editing.listId !== "messages") state.editing = null;
+    state.thread = null;
+    renderThread();
+  }
   $("thread-close").addEventListener("click", closeThread);
 
   $("thread-composer").addEventListener("submit", async (event) => {
@@ -377,9 +405,13 @@
         rerender();
         break;
       case "TextMessageDeleted":
+        if (state.editing && state.editing.messageId === data.messageId) {
+          state.editing = null;
+          notice("The message you were editing was deleted");
+        }
         if (data.parentMessageId === 0) {
           state.messages.delete(data.messageId);
-          if (state.thread && state.thread.parent.messageId === data.messageId) state.thread = null;
+          if (state.thread && state.thread.parent.messageId === data.messageId) closeThread();
         } else if (state.thread) {
           state.thread.comments.delete(data.messageId);
         }
