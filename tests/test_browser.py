@@ -15,7 +15,12 @@ screenshot the README shows.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import random
+import re
+import shutil
+import socket
 import threading
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
@@ -169,16 +174,20 @@ def _bounded_expect() -> None:
 
 @attrs.define
 class Consoles:
-    """Browser contexts (each with its own cookies) logged in to the console."""
+    """Browser contexts (each with its own cookies) logged in to the console at ``url``."""
 
     browser: Browser
-    server: ThreadServer
+    url: str
     pages: list[Page] = attrs.field(factory=list)
     errors: list[str] = attrs.field(factory=list)
+    # Console errors a test provokes on purpose (a server down, a refused since).
+    expected: list[str] = attrs.field(factory=list)
 
     def _console(self, name: str, kind: str, text: str) -> None:
         # The status probe before logging in answers 401 by design; Chromium logs it.
-        if kind == "error" and "status of 401" not in text:
+        if kind != "error" or "status of 401" in text:
+            return
+        if not any(part in text for part in self.expected):
             self.errors.append(f"{name}: {text}")
 
     def open(self, name: str, password: str = USER_PASSWORD) -> Page:
@@ -189,7 +198,7 @@ class Consoles:
         self.pages.append(page)
         page.on("pageerror", lambda exc: self.errors.append(f"{name}: {exc}"))
         page.on("console", lambda msg: self._console(name, msg.type, msg.text))
-        page.goto(self.server.url + "/")
+        page.goto(self.url + "/")
         expect(page.locator("#login-user")).to_be_visible()
         expect(page.locator("#connection-state")).to_have_attribute("data-state", "offline")
         page.fill("#login-user", name)
@@ -200,9 +209,10 @@ class Consoles:
         return page
 
 
-@pytest.fixture
-def consoles(browser: Browser, server: ThreadServer) -> Iterator[Consoles]:
-    opened = Consoles(browser, server)
+@contextlib.contextmanager
+def open_consoles(browser: Browser, url: str) -> Iterator[Consoles]:
+    """Consoles for the block; their contexts closed, and no page error left unseen."""
+    opened = Consoles(browser, url)
     try:
         yield opened
     finally:
@@ -211,12 +221,37 @@ def consoles(browser: Browser, server: ThreadServer) -> Iterator[Consoles]:
     assert not opened.errors, opened.errors
 
 
+@pytest.fixture
+def consoles(browser: Browser, server: ThreadServer) -> Iterator[Consoles]:
+    with open_consoles(browser, server.url) as opened:
+        yield opened
+
+
 def room(page: Page, room_id: int) -> Any:
     return page.locator(f'#room-list li[data-room-id="{room_id}"]')
 
 
 def messages(page: Page) -> Any:
     return page.locator("#messages [data-message-id] .text")
+
+
+def hellos(page: Page) -> list[dict[str, Any]]:
+    """The data of each Hello frame the raw events panel shows, in order."""
+    frames = [json.loads(text) for text in page.locator("#raw-events li").all_text_contents()]
+    return [frame["data"] for frame in frames if frame["type"] == "Hello"]
+
+
+def fixed_port() -> int:
+    """A free port in 30000-39999, for a server that restarts on the same address."""
+    for _ in range(100):
+        port = random.randint(30_000, 39_999)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise AssertionError("no free port in 30000-39999")
 
 
 def wait_for_frame(page: Page, condition: str) -> None:
@@ -442,3 +477,130 @@ def test_live_events_keep_an_edit_in_progress(server: ThreadServer, consoles: Co
         ["my unsaved edit, still typing", "bob interrupts", "bob again"]
     )
     expect(page.locator("#composer-text")).to_have_value("half a thought, finished")
+
+
+# What Chromium logs while the server is down, or refuses a handshake on purpose.
+SERVER_DOWN = ["ERR_CONNECTION_REFUSED", "WebSocket connection to"]
+
+
+def test_console_resumes_after_a_long_outage(browser: Browser, tmp_path: Path) -> None:
+    """The server stops (closing the stream itself) and stays down past several
+    failed reconnects; the console keeps ``since`` all along, and when the
+    server is back on the same data, the stream resumes and nothing is lost."""
+    config = make_config(tmp_path, server={"port": fixed_port()})
+    url = f"http://127.0.0.1:{config.server.port}"
+    with open_consoles(browser, url) as consoles:
+        consoles.expected += SERVER_DOWN
+        with server_in_thread(config) as server:
+            server.create_user("alice")
+            server.create_user("bob")
+            general = server.create_room("general", "Public")
+            page = consoles.open("alice")
+            room(page, general).click()
+            with rest_session(url, "bob") as bob:
+                bob.post(f"/api/v1/rooms/{general}/messages", json={"content": "before"})
+            expect(messages(page)).to_have_text(["before"])
+        badge = page.locator("#connection-state")
+        expect(badge).to_have_attribute("data-state", "reconnecting")
+        assert page.evaluate("window.__teConsole.lastClose") == 1001  # the server closed it
+        since = page.evaluate("window.__teConsole.lastEventId")  # no frame comes after the close
+        assert isinstance(since, int)
+        # Three failed handshakes (1 + 2 + 4 s of backoff) used to drop since.
+        page.wait_for_function("() => window.__teConsole.failures >= 3", timeout=3 * WAIT_MS)
+        assert page.evaluate("window.__teConsole.lastEventId") == since
+        expect(badge).to_have_attribute("data-state", "reconnecting")
+        expect(badge).to_have_attribute("title", re.compile(r"next attempt in \d+ s, 3 failed"))
+
+        with server_in_thread(config), rest_session(url, "bob") as bob:
+            missed = [f"while down {n}" for n in range(3)]
+            for text in missed:
+                response = bob.post(f"/api/v1/rooms/{general}/messages", json={"content": text})
+                assert response.status_code == 200, response.text
+            expect(badge).to_have_attribute("data-state", "live", timeout=3 * WAIT_MS)
+            expect(messages(page)).to_have_text(["before", *missed])  # each exactly once
+            bob.post(f"/api/v1/rooms/{general}/messages", json={"content": "after"})
+            expect(messages(page)).to_have_text(["before", *missed, "after"])
+            assert page.evaluate("window.__teConsole.failures") == 0  # reset by the Hello
+        first, *_, last = hellos(page)
+        assert not first["resumed"]
+        assert last["resumed"], last  # replayed from the log, not reloaded over REST
+
+
+def test_console_resumes_when_the_server_closes_the_stream(
+    browser: Browser, tmp_path: Path
+) -> None:
+    """The server, not the client, ends the stream (a restart); what was posted
+    while the console was away is replayed on resume, each message once."""
+    config = make_config(tmp_path, server={"port": fixed_port()})
+    url = f"http://127.0.0.1:{config.server.port}"
+    with open_consoles(browser, url) as consoles:
+        consoles.expected += SERVER_DOWN  # e.g. a read receipt sent while it restarts
+        with server_in_thread(config) as server:
+            server.create_user("alice")
+            server.create_user("bob")
+            general = server.create_room("general", "Public")
+            page = consoles.open("alice")
+            room(page, general).click()
+            with rest_session(url, "bob") as bob:
+                bob.post(f"/api/v1/rooms/{general}/messages", json={"content": "before"})
+            expect(messages(page)).to_have_text(["before"])
+            page.evaluate("window.__teConsole.hold()")  # stay away until reconnect()
+        expect(page.locator("#connection-state")).to_have_attribute("data-state", "reconnecting")
+        assert page.evaluate("window.__teConsole.lastClose") == 1001
+
+        with server_in_thread(config), rest_session(url, "bob") as bob:
+            missed = [f"while away {n}" for n in range(3)]
+            for text in missed:
+                response = bob.post(f"/api/v1/rooms/{general}/messages", json={"content": text})
+                assert response.status_code == 200, response.text
+            page.evaluate("window.__teConsole.reconnect()")
+            expect(page.locator("#connection-state")).to_have_attribute("data-state", "live")
+            expect(messages(page)).to_have_text(["before", *missed])
+            bob.post(f"/api/v1/rooms/{general}/messages", json={"content": "after"})
+            expect(messages(page)).to_have_text(["before", *missed, "after"])
+        last = hellos(page)[-1]
+        assert last["resumed"], last
+        assert last["replayed"] >= len(missed), last
+
+
+def test_console_reloads_when_the_server_refuses_since(browser: Browser, tmp_path: Path) -> None:
+    """Restored from an older backup, the server has never heard of the console's
+    last event id and refuses it (400): the console then starts a fresh stream
+    and reloads the room over REST, showing what the server really has."""
+    data, backup = tmp_path / "data", tmp_path / "backup"
+    port = fixed_port()
+    config = make_config(data, server={"port": port})
+    url = f"http://127.0.0.1:{port}"
+    with open_consoles(browser, url) as consoles:
+        consoles.expected += [*SERVER_DOWN, "status of 400"]
+        with server_in_thread(config) as server:
+            server.create_user("alice")
+            server.create_user("bob")
+            general = server.create_room("general", "Public")
+            page = consoles.open("alice")  # its session is in the backup too
+            room(page, general).click()
+            with rest_session(url, "bob") as bob:
+                bob.post(f"/api/v1/rooms/{general}/messages", json={"content": "kept"})
+            expect(messages(page)).to_have_text(["kept"])
+            page.evaluate("window.__teConsole.hold()")
+        shutil.copytree(data, backup)
+
+        with server_in_thread(config), rest_session(url, "bob") as bob:
+            page.evaluate("window.__teConsole.reconnect()")
+            expect(page.locator("#connection-state")).to_have_attribute("data-state", "live")
+            for text in ("lost in the restore", "this one too"):
+                bob.post(f"/api/v1/rooms/{general}/messages", json={"content": text})
+            expect(messages(page)).to_have_text(["kept", "lost in the restore", "this one too"])
+            page.evaluate("window.__teConsole.hold()")
+
+        restored = make_config(backup, server={"port": port})
+        streams: list[str] = []
+        page.on("websocket", lambda ws: streams.append(ws.url))
+        with server_in_thread(restored):
+            page.evaluate("window.__teConsole.reconnect()")
+            expect(page.locator("#connection-state")).to_have_attribute("data-state", "live")
+            expect(messages(page)).to_have_text(["kept"])
+        *_, last = hellos(page)
+        assert not last["resumed"], last
+        # One refusal is enough: the next stream starts without since.
+        assert ["since=" in stream for stream in streams] == [True, False], streams

@@ -22,7 +22,7 @@
   };
   const conn = {
     ws: null, lastEventId: null, backoff: 1000, timer: null, failures: 0,
-    helloSeen: false, stopped: true, held: false, syncing: null, queue: [],
+    helloSeen: false, stopped: true, held: false, syncing: null, queue: [], lastClose: null,
   };
 
   // ---------------------------------------------------------------- helpers
@@ -80,10 +80,11 @@
   const time = (ms) => new Date(ms).toLocaleString();
 
   // ---------------------------------------------------------------- session
-  function setConnection(name) {
+  function setConnection(name, detail = "") {
     const badge = $("connection-state");
     badge.dataset.state = name;
     badge.textContent = name;
+    badge.title = detail;
   }
 
   function showLogin() {
@@ -496,7 +497,11 @@
     const ws = new WebSocket(`${scheme}//${location.host}${API}/events${since}`);
     conn.ws = ws;
     ws.onmessage = (event) => { if (conn.ws === ws) onFrame(event.data); };
-    ws.onclose = (event) => { if (conn.ws === ws) onDrop(event.code); };
+    ws.onclose = (event) => {
+      if (conn.ws !== ws) return;
+      if (conn.helloSeen) conn.lastClose = event.code;
+      onDrop(event.code);
+    };
   }
 
   async function onDrop(code) {
@@ -504,14 +509,32 @@
     if (conn.stopped) return;
     setConnection("reconnecting");
     if (code === 4001) { showLogin(); return; } // the session ended
-    if (!conn.helloSeen && ++conn.failures >= 3) conn.lastEventId = null; // e.g. a refused since
     if (!conn.helloSeen) {
-      const status = await api("GET", "/status");
-      if (status.status === 401) { showLogin(); return; }
+      conn.failures += 1;
+      await checkRefusal();
+      if (conn.stopped || conn.ws) return; // logged out, or reconnected meanwhile
     }
     if (conn.held) return;
-    conn.timer = setTimeout(connect, conn.backoff);
+    const delay = conn.backoff;
     conn.backoff = Math.min(conn.backoff * 2, MAX_BACKOFF);
+    const failed = conn.failures ? `, ${conn.failures} failed` : "";
+    setConnection(conn.lastEventId === null ? "connecting" : "reconnecting",
+      `next attempt in ${delay / 1000} s${failed}`);
+    conn.timer = setTimeout(connect, delay);
+  }
+
+  // A failed handshake looks the same whether the server is down, restarting or
+  // refusing `since`. Only a 400 to the same `since` over plain HTTP (the
+  // catch-up request) means it will never resume from there (say, its data was
+  // restored from an older backup): then the next stream starts afresh and its
+  // Hello (resumed: false) reloads everything over REST. Anything else keeps
+  // `since`, however long the outage, so the stream resumes when it is back.
+  async function checkRefusal() {
+    const since = conn.lastEventId;
+    const probe = since === null ? "/status" : `/events?since=${since}&limit=1`;
+    const result = await api("GET", probe);
+    if (result.status === 401) showLogin();
+    else if (result.status === 400 && since !== null && conn.lastEventId === since) conn.lastEventId = null;
   }
 
   function stopStream() {
@@ -538,11 +561,14 @@
       conn.held = hold;
       if (conn.ws) conn.ws.close(1000);
     },
+    hold() { conn.held = true; }, // after the next drop, wait for reconnect()
     reconnect() {
       conn.held = false;
       if (!conn.ws && !conn.stopped) connect();
     },
     get lastEventId() { return conn.lastEventId; },
+    get failures() { return conn.failures; }, // handshakes without a Hello since the last one
+    get lastClose() { return conn.lastClose; }, // how the last live stream ended
   };
 
   // ---------------------------------------------------------------- start
