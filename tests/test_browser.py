@@ -402,6 +402,12 @@ def test_paging_comments_edit_and_delete(server: ThreadServer, consoles: Console
     room(page, general).click()
     expect(messages(page)).to_have_count(50)
     expect(messages(page).first).to_have_text("m10")
+    # The message list scrolls, not the page: the newest message, the composer
+    # and the connection badge are all in view.
+    expect(messages(page).last).to_be_in_viewport()
+    expect(page.locator("#composer-text")).to_be_in_viewport()
+    expect(page.locator("#connection-state")).to_be_in_viewport()
+    assert page.evaluate("() => document.documentElement.scrollHeight <= innerHeight")
     page.click("#load-older")
     expect(messages(page)).to_have_count(60)
     expect(messages(page).first).to_have_text("m0")
