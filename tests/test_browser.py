@@ -610,3 +610,69 @@ def test_console_reloads_when_the_server_refuses_since(browser: Browser, tmp_pat
         assert not last["resumed"], last
         # One refusal is enough: the next stream starts without since.
         assert ["since=" in stream for stream in streams] == [True, False], streams
+
+
+def test_coming_back_marks_read_only_what_is_on_screen(
+    server: ThreadServer, consoles: Consoles
+) -> None:
+    """Messages that arrive while the tab is hidden stay unread; coming back
+    marks those on screen read, and not the ones scrolled out of view."""
+    alice = server.create_user("alice")
+    server.create_user("bob")
+    busy = server.create_room("busy", "Public")
+    page = consoles.open("alice")
+    room(page, busy).click()
+    expect(page.locator("#room-title")).to_have_text("busy")
+    page.evaluate(
+        """() => {
+            window.__hidden = true;  // the tab goes to the background
+            Object.defineProperty(document, "hidden", {get: () => window.__hidden});
+            window.__inflight = 0;
+            const fetch = window.fetch;
+            window.fetch = (...args) => {
+                window.__inflight += 1;
+                return fetch(...args).finally(() => { window.__inflight -= 1; });
+            };
+        }"""
+    )
+    with rest_session(server.url, "bob") as bob:
+        batch = {"messages": [{"content": f"b{n}"} for n in range(40)]}
+        assert bob.post(f"/api/v1/rooms/{busy}/messages", json=batch).status_code == 200
+    expect(page.locator("#messages .message.unread")).to_have_count(40)
+    on_screen, off_screen = page.evaluate(
+        """() => {
+            const list = document.getElementById("messages").getBoundingClientRect();
+            const top = Math.max(list.top, 0), bottom = Math.min(list.bottom, innerHeight);
+            const on = [], off = [];
+            for (const item of document.querySelectorAll("#messages .message")) {
+                const box = item.getBoundingClientRect();
+                const id = Number(item.dataset.messageId);
+                if (box.top >= top && box.bottom <= bottom) on.push(id);
+                else if (box.bottom < top - 2 || box.top > bottom + 2) off.push(id);
+            }
+            return [on, off];
+        }"""
+    )
+    assert on_screen, on_screen
+    assert len(off_screen) > 20, off_screen
+
+    page.evaluate(
+        """() => {
+            window.__hidden = false;
+            document.dispatchEvent(new Event("visibilitychange"));
+        }"""
+    )
+    for message_id in on_screen:
+        item = page.locator(f'#messages [data-message-id="{message_id}"]')
+        expect(item).not_to_have_class(re.compile(r"\bunread\b"))
+    page.wait_for_function("() => window.__inflight === 0", timeout=WAIT_MS)
+    with rest_session(server.url, "alice") as rest:
+        listed = rest.get(f"/api/v1/rooms/{busy}/messages").json()["messages"]
+    read = {
+        m["messageId"]
+        for m in listed
+        if any(r["userId"] == alice.user_id for r in m["readTimestamps"])
+    }
+    assert set(on_screen) <= read
+    assert not read & set(off_screen), sorted(read & set(off_screen))
+    expect(room(page, busy).locator(".badge")).to_have_text(str(40 - len(read)))

@@ -549,10 +549,15 @@
     $("raw-toggle").setAttribute("aria-pressed", String(!panel.hidden));
   });
   $("raw-clear").addEventListener("click", () => $("raw-events").replaceChildren());
+  // Messages that came into view while the tab was hidden were not marked read
+  // then, and the observer reports a message only when its visibility changes:
+  // observing them afresh makes it report which of them are on screen now.
   document.addEventListener("visibilitychange", () => {
-    if (!document.hidden) document.querySelectorAll(".message.unread").forEach((item) => {
-      markRead(Number(item.dataset.messageId));
-    });
+    if (document.hidden) return;
+    for (const item of document.querySelectorAll(".message.unread")) {
+      readObserver.unobserve(item);
+      readObserver.observe(item);
+    }
   });
 
   // A small hook for tests and for trying resume by hand from the devtools console.
