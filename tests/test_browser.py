@@ -20,8 +20,12 @@ import os
 import random
 import re
 import shutil
+import signal
 import socket
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -676,3 +680,118 @@ def test_coming_back_marks_read_only_what_is_on_screen(
     assert set(on_screen) <= read
     assert not read & set(off_screen), sorted(read & set(off_screen))
     expect(room(page, busy).locator(".badge")).to_have_text(str(40 - len(read)))
+
+
+ADMIN_LINE = re.compile(r"created the first administrator user=admin password=(\S+)")
+
+
+@attrs.define
+class ServeProcess:
+    """``trio-events serve`` as a child process, as the README's first command runs it."""
+
+    process: subprocess.Popen[bytes]
+    log: Path
+    url: str
+
+    def wait_for_log(self, pattern: re.Pattern[str]) -> re.Match[str]:
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            found = pattern.search(self.log.read_text())
+            if found:
+                return found
+            assert self.process.poll() is None, self.log.read_text()
+            time.sleep(0.1)
+        raise AssertionError(f"{pattern.pattern!r} never appeared: {self.log.read_text()}")
+
+    def wait_healthy(self) -> None:
+        deadline = time.monotonic() + START_TIMEOUT
+        with httpx.Client(base_url=self.url, timeout=1.0) as client:
+            while time.monotonic() < deadline:
+                with contextlib.suppress(httpx.TransportError):
+                    if client.get("/healthz").status_code == 200:
+                        return
+                assert self.process.poll() is None, self.log.read_text()
+                time.sleep(0.1)
+        raise AssertionError(f"no /healthz answer: {self.log.read_text()}")
+
+
+def trio_events_command(*args: str) -> list[str]:
+    """The ``trio-events`` console script of the environment running the tests."""
+    return [str(Path(sys.executable).parent / "trio-events"), *args]
+
+
+def clean_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("TRIO_EVENTS_")}
+
+
+@contextlib.contextmanager
+def serve_process(workdir: Path, data_dir: Path) -> Iterator[ServeProcess]:
+    """Run ``trio-events serve`` on a fresh port from ``workdir`` (no config.toml
+    there: the built-in defaults); SIGTERM it after the block, expecting exit 0."""
+    port = fixed_port()
+    log = workdir / "serve.log"
+    argv = trio_events_command("serve", "--port", str(port), "--data-dir", str(data_dir))
+    with log.open("wb") as stderr:
+        process = subprocess.Popen(
+            argv, cwd=workdir, env=clean_env(), stdout=subprocess.DEVNULL, stderr=stderr
+        )
+    serving = ServeProcess(process, log, f"http://127.0.0.1:{port}")
+    try:
+        yield serving
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(START_TIMEOUT) == 0, log.read_text()[-2000:]
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(START_TIMEOUT)
+
+
+def cli(workdir: Path, *args: str) -> None:
+    done = subprocess.run(
+        trio_events_command(*args),
+        cwd=workdir,
+        env=clean_env(),
+        capture_output=True,
+        timeout=START_TIMEOUT,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr.decode()
+
+
+def test_first_start_admin_and_a_new_user_chat(browser: Browser, tmp_path: Path) -> None:
+    """The README's first steps, end to end: ``trio-events serve`` on a fresh
+    data directory prints the administrator's generated password; the admin
+    logs in to the console, a user created from the CLI logs in in another
+    browser context, and the two chat, each seeing the other's messages live."""
+    data = tmp_path / "data"
+    with serve_process(tmp_path, data) as server:
+        password = server.wait_for_log(ADMIN_LINE).group(1)
+        server.wait_healthy()
+        cli(
+            tmp_path,
+            "user",
+            "add",
+            "alice",
+            "--password",
+            "alice-secret-1",
+            "--data-dir",
+            str(data),
+        )
+        cli(tmp_path, "room", "add", "General", "--type", "Public", "--data-dir", str(data))
+        with open_consoles(browser, server.url) as consoles:
+            admin = consoles.open("admin", password)
+            alice = consoles.open("alice", "alice-secret-1")
+            for page in (admin, alice):
+                page.locator("#room-list li", has_text="General").click()
+                expect(page.locator("#room-title")).to_have_text("General")
+
+            admin.fill("#composer-text", "Welcome, Alice")
+            admin.press("#composer-text", "Enter")
+            expect(messages(alice)).to_have_text(["Welcome, Alice"])
+            alice.fill("#composer-text", "Thanks, admin!")
+            alice.press("#composer-text", "Enter")
+            chat = ["Welcome, Alice", "Thanks, admin!"]
+            expect(messages(admin)).to_have_text(chat)
+            expect(messages(alice)).to_have_text(chat)
+            authors = admin.locator("#messages [data-message-id] .author")
+            expect(authors).to_have_text(["Administrator", "alice"])
