@@ -795,3 +795,38 @@ def test_first_start_admin_and_a_new_user_chat(browser: Browser, tmp_path: Path)
             expect(messages(alice)).to_have_text(chat)
             authors = admin.locator("#messages [data-message-id] .author")
             expect(authors).to_have_text(["Administrator", "alice"])
+
+
+def test_raw_events_panel_shows_each_frame(server: ThreadServer, consoles: Consoles) -> None:
+    """The Raw events button opens and closes the panel; each frame of the
+    stream appears in it as JSON as it arrives."""
+    server.create_user("alice")
+    general = server.create_room("general", "Public")
+    page = consoles.open("alice")
+    toggle, panel = page.locator("#raw-toggle"), page.locator("#raw-panel")
+    expect(panel).to_be_hidden()
+    expect(toggle).to_have_attribute("aria-pressed", "false")
+    toggle.click()
+    expect(panel).to_be_visible()
+    expect(toggle).to_have_attribute("aria-pressed", "true")
+    frames = page.locator("#raw-events li")
+    expect(frames.first).to_contain_text('"type":"Hello"')
+    page.click("#raw-clear")
+    expect(frames).to_have_count(0)
+
+    with rest_session(server.url, "alice") as alice:
+        posted = alice.post(f"/api/v1/rooms/{general}/messages", json={"content": "on the wire"})
+        message_id = posted.json()["messageId"]
+    created = frames.filter(has_text="TextMessagesCreated")
+    expect(created).to_have_count(1)
+    expect(created).to_be_visible()
+    frame = json.loads(created.text_content() or "")
+    assert frame["type"] == "TextMessagesCreated"
+    assert isinstance(frame["eventId"], int)
+    [message] = frame["data"]["messages"]
+    assert message["messageId"] == message_id
+    assert message["text"] == "on the wire"
+
+    toggle.click()
+    expect(panel).to_be_hidden()
+    expect(toggle).to_have_attribute("aria-pressed", "false")
