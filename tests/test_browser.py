@@ -830,3 +830,45 @@ def test_raw_events_panel_shows_each_frame(server: ThreadServer, consoles: Conso
     toggle.click()
     expect(panel).to_be_hidden()
     expect(toggle).to_have_attribute("aria-pressed", "false")
+
+
+def test_actions_follow_the_room_rights_live(server: ThreadServer, consoles: Consoles) -> None:
+    """Edit and Delete appear on others' messages when the user becomes a
+    moderator (a live RoomUpdated), and archiving the room takes away every
+    action the server would then refuse: posting, commenting, editing."""
+    alice = server.create_user("alice")
+    bob = server.create_user("bob")
+    team = server.create_room("team", "Private", [alice.user_id, bob.user_id])
+    with rest_session(server.url, "bob") as rest:
+        rest.post(f"/api/v1/rooms/{team}/messages", json={"content": "bob's note"})
+    with rest_session(server.url, "alice") as rest:
+        rest.post(f"/api/v1/rooms/{team}/messages", json={"content": "alice's note"})
+    page = consoles.open("alice")
+    asked: list[str] = []
+    page.on("request", lambda request: asked.append(request.url))
+    room(page, team).click()
+    expect(messages(page)).to_have_text(["bob's note", "alice's note"])
+    bobs, alices = page.locator("#messages [data-message-id]").all()
+    expect(bobs.locator("button.edit, button.delete")).to_have_count(0)
+    expect(alices.locator("button.edit, button.delete")).to_have_count(2)
+    assert any(f"/api/v1/room-permissions/{team}" in url for url in asked), asked
+
+    with rest_session(server.url, ADMIN_NAME, ADMIN_PASSWORD) as admin:
+        promoted = admin.put(
+            f"/api/v1/rooms/{team}/members/{alice.user_id}", json={"isModerator": True}
+        )
+        assert promoted.status_code == 200, promoted.text
+        expect(bobs.locator("button.edit, button.delete")).to_have_count(2)
+        bobs.locator("button.edit").click()
+        bobs.locator("textarea").fill("moderated")
+
+        archived = admin.patch(f"/api/v1/rooms/{team}", json={"isArchived": True})
+        assert archived.status_code == 200, archived.text
+    expect(page.locator("#composer")).to_be_hidden()
+    expect(page.locator("#messages textarea")).to_have_count(0)
+    expect(page.locator("#notice")).to_contain_text("no longer edit")
+    expect(page.locator("#messages button.edit, #messages button.delete")).to_have_count(0)
+    alices.locator("button.comments").click()
+    expect(page.locator("#thread-view")).to_be_visible()
+    expect(page.locator("#thread-composer")).to_be_hidden()
+    expect(page.locator("#thread-parent button.edit")).to_have_count(0)

@@ -18,6 +18,7 @@
     hasOlder: false,
     thread: null, // {parent, comments: Map}
     editing: null, // {messageId, listId, box}: the open edit box, kept across renders
+    permissions: null, // {roomId, flags}: GET /room-permissions of the open room
     reading: new Set(), // messageIds with a read request in flight
   };
   const conn = {
@@ -176,7 +177,43 @@
     }));
     const open = state.rooms.get(state.roomId);
     $("room-title").textContent = open ? open.displayName : "Pick a room";
-    $("composer").hidden = !open || open.isArchived;
+    $("composer").hidden = !open || !may("canSendMessagesInMainThread");
+  }
+
+  // What the server lets the caller do in the open room: the console offers
+  // nothing it would refuse. Until the flags are in, the room's own fields stand
+  // in for them (the server derives them from isArchived and isModerator).
+  let permissionsAsked = 0;
+  function may(flag) {
+    const known = state.permissions;
+    if (known && known.roomId === state.roomId) return known.flags[flag] === true;
+    const room = state.rooms.get(state.roomId);
+    return Boolean(room && !room.isArchived);
+  }
+
+  async function loadPermissions(roomId) {
+    const asked = ++permissionsAsked;
+    const result = await api("GET", `/room-permissions/${roomId}`);
+    if (result.status !== 200 || asked !== permissionsAsked || state.roomId !== roomId) return;
+    state.permissions = { roomId, flags: result.body.roomPermissions.permissions };
+    rightsApplied();
+  }
+
+  // isArchived or isModerator of the open room changed: what may be done too.
+  function rightsChanged() {
+    state.permissions = null;
+    rightsApplied();
+    loadPermissions(state.roomId);
+  }
+
+  function rightsApplied() {
+    const editing = state.editing && findMessage(state.editing.messageId);
+    if (editing && !canChange(editing)) {
+      state.editing = null;
+      notice("You can no longer edit that message; your edit was not saved");
+    }
+    renderRooms();
+    rerender();
   }
 
   async function loadRooms() {
@@ -189,6 +226,7 @@
 
   function closeRoom() {
     state.roomId = null;
+    state.permissions = null;
     state.editing = null;
     state.messages.clear();
     state.hasOlder = false;
@@ -200,8 +238,10 @@
   async function openRoom(roomId) {
     if (state.roomId !== roomId) { state.editing = null; closeThread(); }
     state.roomId = roomId;
+    state.permissions = null;
     state.messages.clear();
     renderRooms();
+    loadPermissions(roomId);
     await loadHistory(roomId, -1, true);
     $("composer-text").focus();
   }
@@ -268,10 +308,18 @@
       el("button", { type: "button", text: "Cancel", class: "cancel", onclick: stopEdit }))];
   }
 
-  function messageItem(m, listId) {
-    const mine = m.userId === state.me.userId;
+  // The server's rule for editing and deleting: the room writable (the flag),
+  // and the caller the author or a moderator.
+  function canChange(m) {
     const room = state.rooms.get(m.roomId);
-    const canModerate = state.me.isAdmin || (room && room.isModerator);
+    const moderates = state.me.isAdmin || Boolean(room && room.isModerator);
+    const flag = m.parentMessageId === 0
+      ? "canEditOrDeleteOwnMessagesInMainThread" : "canEditOrDeleteOwnMessagesInDiscussion";
+    return may(flag) && (m.userId === state.me.userId || moderates);
+  }
+
+  function messageItem(m, listId) {
+    const changeable = canChange(m);
     const item = el("li", {
       class: `message${isUnread(m) ? " unread" : ""}`,
       "data-message-id": String(m.messageId),
@@ -282,7 +330,7 @@
       el("span", { class: "author", text: userName(m.userId) }),
       el("time", { text: time(m.createdUtc) }), edited));
     const editing = state.editing;
-    if (editing && editing.messageId === m.messageId && editing.listId === listId) {
+    if (changeable && editing && editing.messageId === m.messageId && editing.listId === listId) {
       item.append(...editForm(m, editing.box));
       return item;
     }
@@ -294,7 +342,7 @@
         onclick: () => openThread(m),
       }));
     }
-    if (mine || canModerate) {
+    if (changeable) {
       actions.append(el("button", {
         type: "button", class: "edit", text: "Edit",
         onclick: () => startEdit(m, listId),
@@ -337,6 +385,7 @@
     if (!state.thread) return;
     renderList($("thread-parent"), [state.thread.parent]);
     renderList($("thread-messages"), state.thread.comments.values());
+    $("thread-composer").hidden = !may("canSendMessagesInDiscussion");
   }
 
   function rerender() { renderMessages(); renderThread(); }
@@ -419,10 +468,15 @@
         rerender();
         break;
       case "RoomCreated":
-      case "RoomUpdated":
+      case "RoomUpdated": {
+        const before = state.rooms.get(data.room.roomId);
         state.rooms.set(data.room.roomId, data.room);
         renderRooms();
+        const changed = !before || before.isArchived !== data.room.isArchived
+          || before.isModerator !== data.room.isModerator;
+        if (data.room.roomId === state.roomId && changed) rightsChanged();
         break;
+      }
       case "RoomDeleted":
         state.rooms.delete(data.roomId);
         if (data.roomId === state.roomId) { closeRoom(); notice("The room is no longer available"); }
@@ -444,6 +498,7 @@
         await loadUsers();
         await loadRooms();
         if (state.roomId !== null) {
+          loadPermissions(state.roomId);
           state.messages.clear();
           await loadHistory(state.roomId, -1, true);
         }
