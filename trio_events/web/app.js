@@ -360,9 +360,10 @@
   function renderList(list, messages) {
     const atBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 40;
     const box = state.editing && state.editing.box;
-    const typing = box && document.activeElement === box && list.contains(box)
-      ? { start: box.selectionStart, end: box.selectionEnd, direction: box.selectionDirection, top: box.scrollTop }
-      : null;
+    const typing = box && document.activeElement === box && list.contains(box) ? {
+      start: box.selectionStart, end: box.selectionEnd,
+      direction: box.selectionDirection, top: box.scrollTop,
+    } : null;
     for (const item of list.children) readObserver.unobserve(item);
     list.replaceChildren(...[...messages].sort((a, b) => a.messageId - b.messageId)
       .map((m) => messageItem(m, list.id)));
@@ -589,7 +590,9 @@
     const probe = since === null ? "/status" : `/events?since=${since}&limit=1`;
     const result = await api("GET", probe);
     if (result.status === 401) showLogin();
-    else if (result.status === 400 && since !== null && conn.lastEventId === since) conn.lastEventId = null;
+    else if (result.status === 400 && since !== null && conn.lastEventId === since) {
+      conn.lastEventId = null;
+    }
   }
 
   function stopStream() {
