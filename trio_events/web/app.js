@@ -17,12 +17,13 @@
     messages: new Map(), // messageId -> top-level message of the open room
     hasOlder: false,
     thread: null, // {parent, comments: Map}
-    editing: null, // messageId being edited
+    editing: null, // {messageId, listId, box}: the open edit box, kept across renders
+    permissions: null, // {roomId, flags}: GET /room-permissions of the open room
     reading: new Set(), // messageIds with a read request in flight
   };
   const conn = {
     ws: null, lastEventId: null, backoff: 1000, timer: null, failures: 0,
-    helloSeen: false, stopped: true, held: false, syncing: null, queue: [],
+    helloSeen: false, stopped: true, held: false, syncing: null, queue: [], lastClose: null,
   };
 
   // ---------------------------------------------------------------- helpers
@@ -80,10 +81,11 @@
   const time = (ms) => new Date(ms).toLocaleString();
 
   // ---------------------------------------------------------------- session
-  function setConnection(name) {
+  function setConnection(name, detail = "") {
     const badge = $("connection-state");
     badge.dataset.state = name;
     badge.textContent = name;
+    badge.title = detail;
   }
 
   function showLogin() {
@@ -91,6 +93,7 @@
     state.me = null;
     state.roomId = null;
     state.thread = null;
+    state.editing = null;
     state.rooms.clear();
     state.messages.clear();
     for (const id of ["room-list", "messages", "thread-parent", "thread-messages"]) $(id).replaceChildren();
@@ -174,7 +177,43 @@
     }));
     const open = state.rooms.get(state.roomId);
     $("room-title").textContent = open ? open.displayName : "Pick a room";
-    $("composer").hidden = !open || open.isArchived;
+    $("composer").hidden = !open || !may("canSendMessagesInMainThread");
+  }
+
+  // What the server lets the caller do in the open room: the console offers
+  // nothing it would refuse. Until the flags are in, the room's own fields stand
+  // in for them (the server derives them from isArchived and isModerator).
+  let permissionsAsked = 0;
+  function may(flag) {
+    const known = state.permissions;
+    if (known && known.roomId === state.roomId) return known.flags[flag] === true;
+    const room = state.rooms.get(state.roomId);
+    return Boolean(room && !room.isArchived);
+  }
+
+  async function loadPermissions(roomId) {
+    const asked = ++permissionsAsked;
+    const result = await api("GET", `/room-permissions/${roomId}`);
+    if (result.status !== 200 || asked !== permissionsAsked || state.roomId !== roomId) return;
+    state.permissions = { roomId, flags: result.body.roomPermissions.permissions };
+    rightsApplied();
+  }
+
+  // isArchived or isModerator of the open room changed: what may be done too.
+  function rightsChanged() {
+    state.permissions = null;
+    rightsApplied();
+    loadPermissions(state.roomId);
+  }
+
+  function rightsApplied() {
+    const editing = state.editing && findMessage(state.editing.messageId);
+    if (editing && !canChange(editing)) {
+      state.editing = null;
+      notice("You can no longer edit that message; your edit was not saved");
+    }
+    renderRooms();
+    rerender();
   }
 
   async function loadRooms() {
@@ -187,6 +226,8 @@
 
   function closeRoom() {
     state.roomId = null;
+    state.permissions = null;
+    state.editing = null;
     state.messages.clear();
     state.hasOlder = false;
     closeThread();
@@ -195,10 +236,12 @@
   }
 
   async function openRoom(roomId) {
-    if (state.roomId !== roomId) closeThread();
+    if (state.roomId !== roomId) { state.editing = null; closeThread(); }
     state.roomId = roomId;
+    state.permissions = null;
     state.messages.clear();
     renderRooms();
+    loadPermissions(roomId);
     await loadHistory(roomId, -1, true);
     $("composer-text").focus();
   }
@@ -244,10 +287,39 @@
     state.reading.delete(id);
   }
 
-  function messageItem(m) {
-    const mine = m.userId === state.me.userId;
+  // The edit box is one element for as long as the edit lasts: renders move it
+  // rather than rebuild it, so live events keep what was typed (see renderList).
+  function startEdit(m, listId) {
+    const box = el("textarea", { value: m.text, rows: 3, class: "edit-text" });
+    state.editing = { messageId: m.messageId, listId, box };
+    rerender();
+    box.focus();
+  }
+
+  function stopEdit() { state.editing = null; rerender(); }
+
+  function editForm(m, box) {
+    const save = async () => {
+      const result = await act("PATCH", `/messages/${m.messageId}`, { content: box.value });
+      if (result.status === 200 && state.editing && state.editing.box === box) stopEdit();
+    };
+    return [box, el("div", { class: "actions" },
+      el("button", { type: "button", text: "Save", class: "save", onclick: save }),
+      el("button", { type: "button", text: "Cancel", class: "cancel", onclick: stopEdit }))];
+  }
+
+  // The server's rule for editing and deleting: the room writable (the flag),
+  // and the caller the author or a moderator.
+  function canChange(m) {
     const room = state.rooms.get(m.roomId);
-    const canModerate = state.me.isAdmin || (room && room.isModerator);
+    const moderates = state.me.isAdmin || Boolean(room && room.isModerator);
+    const flag = m.parentMessageId === 0
+      ? "canEditOrDeleteOwnMessagesInMainThread" : "canEditOrDeleteOwnMessagesInDiscussion";
+    return may(flag) && (m.userId === state.me.userId || moderates);
+  }
+
+  function messageItem(m, listId) {
+    const changeable = canChange(m);
     const item = el("li", {
       class: `message${isUnread(m) ? " unread" : ""}`,
       "data-message-id": String(m.messageId),
@@ -257,18 +329,9 @@
     item.append(el("div", { class: "meta" },
       el("span", { class: "author", text: userName(m.userId) }),
       el("time", { text: time(m.createdUtc) }), edited));
-    if (state.editing === m.messageId) {
-      const box = el("textarea", { value: m.text, rows: 3, class: "edit-text" });
-      const save = async () => {
-        const result = await act("PATCH", `/messages/${m.messageId}`, { content: box.value });
-        if (result.status === 200) { state.editing = null; rerender(); }
-      };
-      item.append(box, el("div", { class: "actions" },
-        el("button", { type: "button", text: "Save", class: "save", onclick: save }),
-        el("button", {
-          type: "button", text: "Cancel", onclick: () => { state.editing = null; rerender(); },
-        })));
-      setTimeout(() => box.focus(), 0);
+    const editing = state.editing;
+    if (changeable && editing && editing.messageId === m.messageId && editing.listId === listId) {
+      item.append(...editForm(m, editing.box));
       return item;
     }
     item.append(el("div", { class: "text", text: m.text }));
@@ -279,10 +342,10 @@
         onclick: () => openThread(m),
       }));
     }
-    if (mine || canModerate) {
+    if (changeable) {
       actions.append(el("button", {
         type: "button", class: "edit", text: "Edit",
-        onclick: () => { state.editing = m.messageId; rerender(); },
+        onclick: () => startEdit(m, listId),
       }));
       actions.append(el("button", {
         type: "button", class: "delete", text: "Delete",
@@ -296,8 +359,19 @@
 
   function renderList(list, messages) {
     const atBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 40;
+    const box = state.editing && state.editing.box;
+    const typing = box && document.activeElement === box && list.contains(box) ? {
+      start: box.selectionStart, end: box.selectionEnd,
+      direction: box.selectionDirection, top: box.scrollTop,
+    } : null;
     for (const item of list.children) readObserver.unobserve(item);
-    list.replaceChildren(...[...messages].sort((a, b) => a.messageId - b.messageId).map(messageItem));
+    list.replaceChildren(...[...messages].sort((a, b) => a.messageId - b.messageId)
+      .map((m) => messageItem(m, list.id)));
+    if (typing && box.isConnected) { // moving the box blurred it: give the focus back
+      box.focus({ preventScroll: true });
+      box.setSelectionRange(typing.start, typing.end, typing.direction);
+      box.scrollTop = typing.top;
+    }
     if (atBottom) list.scrollTop = list.scrollHeight;
   }
 
@@ -312,6 +386,7 @@
     if (!state.thread) return;
     renderList($("thread-parent"), [state.thread.parent]);
     renderList($("thread-messages"), state.thread.comments.values());
+    $("thread-composer").hidden = !may("canSendMessagesInDiscussion");
   }
 
   function rerender() { renderMessages(); renderThread(); }
@@ -342,7 +417,11 @@
     renderThread();
   }
 
-  function closeThread() { state.thread = null; renderThread(); }
+  function closeThread() {
+    if (state.editing && state.editing.listId !== "messages") state.editing = null;
+    state.thread = null;
+    renderThread();
+  }
   $("thread-close").addEventListener("click", closeThread);
 
   $("thread-composer").addEventListener("submit", async (event) => {
@@ -377,19 +456,28 @@
         rerender();
         break;
       case "TextMessageDeleted":
+        if (state.editing && state.editing.messageId === data.messageId) {
+          state.editing = null;
+          notice("The message you were editing was deleted");
+        }
         if (data.parentMessageId === 0) {
           state.messages.delete(data.messageId);
-          if (state.thread && state.thread.parent.messageId === data.messageId) state.thread = null;
+          if (state.thread && state.thread.parent.messageId === data.messageId) closeThread();
         } else if (state.thread) {
           state.thread.comments.delete(data.messageId);
         }
         rerender();
         break;
       case "RoomCreated":
-      case "RoomUpdated":
+      case "RoomUpdated": {
+        const before = state.rooms.get(data.room.roomId);
         state.rooms.set(data.room.roomId, data.room);
         renderRooms();
+        const changed = !before || before.isArchived !== data.room.isArchived
+          || before.isModerator !== data.room.isModerator;
+        if (data.room.roomId === state.roomId && changed) rightsChanged();
         break;
+      }
       case "RoomDeleted":
         state.rooms.delete(data.roomId);
         if (data.roomId === state.roomId) { closeRoom(); notice("The room is no longer available"); }
@@ -411,6 +499,7 @@
         await loadUsers();
         await loadRooms();
         if (state.roomId !== null) {
+          loadPermissions(state.roomId);
           state.messages.clear();
           await loadHistory(state.roomId, -1, true);
         }
@@ -464,7 +553,11 @@
     const ws = new WebSocket(`${scheme}//${location.host}${API}/events${since}`);
     conn.ws = ws;
     ws.onmessage = (event) => { if (conn.ws === ws) onFrame(event.data); };
-    ws.onclose = (event) => { if (conn.ws === ws) onDrop(event.code); };
+    ws.onclose = (event) => {
+      if (conn.ws !== ws) return;
+      if (conn.helloSeen) conn.lastClose = event.code;
+      onDrop(event.code);
+    };
   }
 
   async function onDrop(code) {
@@ -472,14 +565,34 @@
     if (conn.stopped) return;
     setConnection("reconnecting");
     if (code === 4001) { showLogin(); return; } // the session ended
-    if (!conn.helloSeen && ++conn.failures >= 3) conn.lastEventId = null; // e.g. a refused since
     if (!conn.helloSeen) {
-      const status = await api("GET", "/status");
-      if (status.status === 401) { showLogin(); return; }
+      conn.failures += 1;
+      await checkRefusal();
+      if (conn.stopped || conn.ws) return; // logged out, or reconnected meanwhile
     }
     if (conn.held) return;
-    conn.timer = setTimeout(connect, conn.backoff);
+    const delay = conn.backoff;
     conn.backoff = Math.min(conn.backoff * 2, MAX_BACKOFF);
+    const failed = conn.failures ? `, ${conn.failures} failed` : "";
+    setConnection(conn.lastEventId === null ? "connecting" : "reconnecting",
+      `next attempt in ${delay / 1000} s${failed}`);
+    conn.timer = setTimeout(connect, delay);
+  }
+
+  // A failed handshake looks the same whether the server is down, restarting or
+  // refusing `since`. Only a 400 to the same `since` over plain HTTP (the
+  // catch-up request) means it will never resume from there (say, its data was
+  // restored from an older backup): then the next stream starts afresh and its
+  // Hello (resumed: false) reloads everything over REST. Anything else keeps
+  // `since`, however long the outage, so the stream resumes when it is back.
+  async function checkRefusal() {
+    const since = conn.lastEventId;
+    const probe = since === null ? "/status" : `/events?since=${since}&limit=1`;
+    const result = await api("GET", probe);
+    if (result.status === 401) showLogin();
+    else if (result.status === 400 && since !== null && conn.lastEventId === since) {
+      conn.lastEventId = null;
+    }
   }
 
   function stopStream() {
@@ -494,10 +607,15 @@
     $("raw-toggle").setAttribute("aria-pressed", String(!panel.hidden));
   });
   $("raw-clear").addEventListener("click", () => $("raw-events").replaceChildren());
+  // Messages that came into view while the tab was hidden were not marked read
+  // then, and the observer reports a message only when its visibility changes:
+  // observing them afresh makes it report which of them are on screen now.
   document.addEventListener("visibilitychange", () => {
-    if (!document.hidden) document.querySelectorAll(".message.unread").forEach((item) => {
-      markRead(Number(item.dataset.messageId));
-    });
+    if (document.hidden) return;
+    for (const item of document.querySelectorAll(".message.unread")) {
+      readObserver.unobserve(item);
+      readObserver.observe(item);
+    }
   });
 
   // A small hook for tests and for trying resume by hand from the devtools console.
@@ -506,11 +624,14 @@
       conn.held = hold;
       if (conn.ws) conn.ws.close(1000);
     },
+    hold() { conn.held = true; }, // after the next drop, wait for reconnect()
     reconnect() {
       conn.held = false;
       if (!conn.ws && !conn.stopped) connect();
     },
     get lastEventId() { return conn.lastEventId; },
+    get failures() { return conn.failures; }, // handshakes without a Hello since the last one
+    get lastClose() { return conn.lastClose; }, // how the last live stream ended
   };
 
   // ---------------------------------------------------------------- start
