@@ -141,3 +141,22 @@ async def test_errors(tmp_path: Path) -> None:
             bad_token = {"Authorization": "Bearer nope"}
             response = await client.get("/api/v1/events", params={"since": 0}, headers=bad_token)
             assert_error(response, 401)
+
+
+async def test_a_full_page_then_only_invisible_events_is_the_last_page(tmp_path: Path) -> None:
+    """``limit`` visible events followed by events the user may not see: the page
+    holds them all and ``eventId`` is the newest, so the client stops there."""
+    with trio.fail_after(TEST_TIMEOUT):
+        async with serving(stream_config(tmp_path)) as (server, client):
+            admin, alice, lobby, _ = await setup(client, server)
+            mark = await wait_routed(server.services)
+            await post(client, admin, lobby, "for alice")
+            secret = await create_room(client, admin, "another secret", "Private")
+            await post(client, admin, secret, "not for alice")
+            newest = await wait_routed(server.services)
+            expected = await oracle(server.services.store, alice.user_id, mark, newest)
+            body = await catch_up(client, alice, since=mark, limit=len(expected))
+            assert body == {"events": expected, "eventId": newest, "httpStatusCode": 200}
+            short = await catch_up(client, alice, since=mark, limit=len(expected) - 1)
+            assert short["events"] == expected[:-1]
+            assert mark < short["eventId"] < expected[-1]["eventId"]

@@ -20,7 +20,15 @@ import trio_events
 from trio_events.retention import trim_once
 
 from .helpers import TEST_TIMEOUT, serving
-from .rest_helpers import Actor, admin_actor, create_room, post, post_batch, user_actors
+from .rest_helpers import (
+    Actor,
+    admin_actor,
+    body_of,
+    create_room,
+    post,
+    post_batch,
+    user_actors,
+)
 from .resume_helpers import (
     latest_id,
     open_resume,
@@ -153,31 +161,47 @@ async def test_bad_since_without_credentials_is_401(tmp_path: Path) -> None:
                 rejected_json(await rejection_since(server, [], query), 401)
 
 
-async def test_more_than_max_replay_asks_for_resync(tmp_path: Path) -> None:
+async def pin(client: httpx.AsyncClient, actor: Actor, room_id: int) -> None:
+    """One frame for ``actor`` alone (RoomUpdated to the caller, API.md 8)."""
+    body_of(await client.put(f"/api/v1/rooms/{room_id}/pin", headers=actor.headers))
+
+
+@pytest.mark.parametrize(("over", "resumed"), [(0, True), (1, False)])
+async def test_max_replay_boundary(tmp_path: Path, over: int, resumed: bool) -> None:
+    """Exactly ``max_replay`` missed frames resume, even when events the user may
+    not see follow them; one more asks for a resync; either way the stream then
+    carries on live (README, Delivery guarantees 6: "more than max_replay")."""
+    max_replay = 4
     with trio.fail_after(TEST_TIMEOUT):
-        config = stream_config(tmp_path, events={"max_replay": 5})
+        config = stream_config(tmp_path, events={"max_replay": max_replay})
         async with serving(config) as (server, client):
             s = await scene(client, server)
             mark = await latest_id(server)
-            for i in range(3):  # 6 frames for alice: over the limit
+            for i in range(2):  # two frames each for alice: the message and its room
                 await post(client, s.admin, s.lobby, f"m{i}")
-            await wait_routed(server.services)
-            async with open_resume(server, headers(s.alice), mark) as stream:
-                assert stream.hello["resumed"] is False
-                assert await raw(stream) == {
-                    "type": "ResyncRequired",
-                    "data": {"oldestEventId": await trimmed_through(server.services.store) + 1},
-                }
-            # two messages (4 frames) fit
-            mark = await wait_routed(server.services)
-            await post(client, s.admin, s.lobby, "n1")
-            await post(client, s.admin, s.lobby, "n2")
+            if over:
+                await pin(client, s.alice, s.lobby)
+            await post(client, s.admin, s.secret, "alice may not see this one")
             newest = await wait_routed(server.services)
+            missed = await oracle(server.services.store, s.alice.user_id, mark, newest)
+            assert len(missed) == max_replay + over
             async with open_resume(server, headers(s.alice), mark) as stream:
-                assert stream.hello["resumed"] is True
-                assert stream.hello["replayed"] == 4
-                expected = await oracle(server.services.store, s.alice.user_id, mark, newest)
-                assert await replayed(stream) == expected
+                assert stream.hello["resumed"] is resumed
+                assert stream.hello["eventId"] == newest
+                if resumed:
+                    assert stream.hello["replayed"] == max_replay
+                    assert await replayed(stream) == missed
+                else:
+                    assert stream.hello["replayed"] == 0
+                    assert await raw(stream) == {
+                        "type": "ResyncRequired",
+                        "data": {"oldestEventId": await trimmed_through(server.services.store) + 1},
+                    }
+                live = await post(client, s.admin, s.lobby, "live")
+                frame = await stream.frame()
+                assert frame["type"] == CREATED
+                assert frame["eventId"] > newest
+                assert frame["data"]["messages"][0]["messageId"] == live
             await wait_subscribers(server, 0)
 
 

@@ -125,10 +125,13 @@ async def plan_replay(
     """What ``user_id`` may receive in (``since``, ``until``], at most ``limit`` frames.
 
     ``acl_at_until`` must be the access table at ``until``; it is not changed.
-    When the limit cuts the range short, ``next_since`` is the last event id
-    examined (below ``until``): HTTP catch-up pages on from there, a stream
-    asks the client to resync instead.  A resume that fits in one batch costs
-    one read (a reconnect storm is hundreds of them at once).
+    The range is cut short only by a visible event beyond the limit: exactly
+    ``limit`` visible events followed by events the user may not see is the
+    whole range, not a short one.  When the range is cut short,
+    ``next_since`` is the last id examined before that event (below
+    ``until``): HTTP catch-up pages on from there, a stream asks the client
+    to resync instead.  A resume that fits in one batch costs one read (a
+    reconnect storm is hundreds of them at once).
     """
     trimmed, acl_events, batch = await store.read(partial(_opening, since, until))
     if since < trimmed:
@@ -141,13 +144,12 @@ async def plan_replay(
     one_snapshot = True
     while True:
         for event in batch:
-            after = event.event_id
             acl.apply(event)
-            if is_internal(event.event_type) or not recipients(event, acl, (user_id,)):
-                continue
-            frames.append(encode_for(event, user_id))
-            if len(frames) >= limit:
-                return Replay(frames=frames, resync_oldest=None, next_since=after)
+            if not is_internal(event.event_type) and recipients(event, acl, (user_id,)):
+                if len(frames) >= limit:
+                    return Replay(frames=frames, resync_oldest=None, next_since=after)
+                frames.append(encode_for(event, user_id))
+            after = event.event_id
         if not batch or after >= until:
             break
         batch = await store.read(partial(_between, after, until))
