@@ -5,16 +5,19 @@ reads the Hello; :func:`replayed` reads the frames Hello announced as replayed.
 :func:`oracle` is the independent expectation: it runs an access table
 *forwards* from an empty one over the whole (untrimmed) log and keeps what the
 user could see at each commit, so it never uses ``AclStore.unapply``.
+:func:`during_replay` and :func:`before_later_reads` put an action inside a
+resume's replay, so a race with it happens every time, not by chance.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from functools import partial
 from urllib.parse import urlsplit
 
+import pytest
 import trio
 from trio_websocket import (
     ConnectionRejected,
@@ -24,9 +27,11 @@ from trio_websocket import (
 )
 
 import trio_events
+from trio_events import replay, streams
 from trio_events.acl import AclStore, recipients
 from trio_events.events import encode_for, is_internal
 from trio_events.model import StoredEvent
+from trio_events.replay import Replay
 from trio_events.store import Store, Tx
 
 from .stream_helpers import Json, Stream, events_url
@@ -163,3 +168,44 @@ async def latest_id(server: trio_events.RunningServer) -> int:
 
 async def trimmed_through(store: Store) -> int:
     return await store.read(lambda tx: tx.trimmed_through())
+
+
+Action = Callable[[], Awaitable[None]]
+
+
+def during_replay(monkeypatch: pytest.MonkeyPatch, action: Action) -> list[int]:
+    """Run ``action`` in every later stream resume, after it subscribed (at
+    Hello's eventId H) and before its replay was read, and again after the
+    replay was computed but before any frame was sent.  Return the list of
+    each resume's H, filled as resumes happen.
+    """
+    original = replay.plan_replay  # what trio_events.streams calls
+    hellos: list[int] = []
+
+    async def plan_replay(
+        store: Store, acl: AclStore, user_id: int, since: int, until: int, limit: int
+    ) -> Replay:
+        hellos.append(until)
+        await action()
+        planned = await original(store, acl, user_id, since, until, limit)
+        await action()
+        return planned
+
+    monkeypatch.setattr(streams, "plan_replay", plan_replay)
+    return hellos
+
+
+def before_later_reads(monkeypatch: pytest.MonkeyPatch, store: Store, action: Action) -> list[int]:
+    """Run ``action`` before each read of a replay after its first (one batch
+    of ``replay.BATCH`` events each); return the ``after`` of each such read."""
+    original = store.read
+    reads: list[int] = []
+
+    async def read(fn: Callable[[Tx], object]) -> object:
+        if isinstance(fn, partial) and fn.func is replay._between:
+            reads.append(fn.args[0])
+            await action()
+        return await original(fn)
+
+    monkeypatch.setattr(store, "read", read)
+    return reads

@@ -17,6 +17,7 @@ import pytest
 import trio
 
 import trio_events
+from trio_events import replay
 from trio_events.retention import trim_once
 
 from .helpers import TEST_TIMEOUT, serving
@@ -30,6 +31,8 @@ from .rest_helpers import (
     user_actors,
 )
 from .resume_helpers import (
+    before_later_reads,
+    during_replay,
     latest_id,
     open_resume,
     oracle,
@@ -205,11 +208,20 @@ async def test_max_replay_boundary(tmp_path: Path, over: int, resumed: bool) -> 
             await wait_subscribers(server, 0)
 
 
-async def test_resume_races_with_concurrent_posts(tmp_path: Path) -> None:
-    """Subscribe-then-replay: every message exactly once, in order, no gap."""
+async def test_resume_races_with_concurrent_posts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Subscribe-then-replay: every message exactly once, in order, no gap.
+
+    Messages commit inside the resume's window every time: after it subscribed
+    and before its replay is read, between the replay's batches (three of
+    them), and after the replay was computed but before it is sent.
+    """
+    monkeypatch.setattr(replay, "BATCH", 80)  # 200 events: three reads
     with trio.fail_after(TEST_TIMEOUT):
         async with serving(stream_config(tmp_path)) as (server, client):
             s = await scene(client, server)
+            svc = server.services
             mark = await latest_id(server)
             first_new: list[int] = []
             for batch in range(100):
@@ -217,35 +229,37 @@ async def test_resume_races_with_concurrent_posts(tmp_path: Path) -> None:
                     client, s.admin, s.lobby, [f"b{batch}.{i}" for i in range(5)]
                 )
                 first_new.extend(ids)
-            await wait_routed(server.services)
-            done = trio.Event()
+            await wait_routed(svc)
+            admin = await svc.users.find_user("admin")
+            assert admin is not None
+            in_window: list[int] = []
+
+            async def commit() -> None:
+                (message_id,) = await svc.messages.post(
+                    admin, s.lobby, {"content": f"in the window {len(in_window)}"}
+                )
+                in_window.append(message_id)
+
+            hellos = during_replay(monkeypatch, commit)
+            reads = before_later_reads(monkeypatch, svc.store, commit)
             received: list[Json] = []
-
-            async def poster() -> None:
-                for i in range(60):
+            async with open_resume(server, headers(s.bob), mark) as stream:
+                hello = stream.hello
+                assert hello["resumed"] is True
+                assert hellos == [hello["eventId"]]
+                assert len(reads) == 2, "the replay took three reads"
+                assert len(in_window) == 4
+                for i in range(3):
                     await post(client, s.alice, s.lobby, f"live {i}")
-                done.set()
-
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(poster)
-                async with open_resume(server, headers(s.bob), mark) as stream:
-                    hello = stream.hello
-                    assert hello["resumed"] is True
-                    # A frame may arrive before the poster sees its HTTP answer,
-                    # so decide "all read" only once the poster is done.
-                    target: int | None = None
-                    while target is None or stream.last_event_id < target:
-                        if target is None and done.is_set():
-                            target = await latest_id(server)
-                            continue
-                        with trio.move_on_after(0.05):
-                            received.append(await stream.frame())
+                target = await wait_routed(svc)
+                while stream.last_event_id < target:
+                    received.append(await stream.frame())
             ids = [f["eventId"] for f in received]
             assert ids == sorted(set(ids))
-            replay_count = sum(1 for i in ids if i <= hello["eventId"])
+            replay_count = hello["replayed"]
+            assert replay_count == len(await oracle(svc.store, s.bob.user_id, mark, hellos[0]))
             assert replay_count >= 200, "the batches posted beforehand were replayed"
-            assert len(ids) > replay_count, "some posts arrived live, during the resume"
-            assert hello["replayed"] == replay_count
+            assert all(i <= hello["eventId"] for i in ids[:replay_count])
             assert all(i > hello["eventId"] for i in ids[replay_count:])
             got = [
                 m["messageId"]
@@ -254,10 +268,88 @@ async def test_resume_races_with_concurrent_posts(tmp_path: Path) -> None:
                 for m in f["data"]["messages"]
             ]
             assert len(got) == len(set(got)), "a message was delivered twice"
-            in_db = await server.services.store.read(
+            live = got[len(first_new) :]
+            assert live[: len(in_window)] == in_window, "committed in the window, then live"
+            in_db = await svc.store.read(
                 lambda tx: tx.page_messages(s.lobby, 0, None, 100_000, False)
             )
             assert got == [m.message_id for m in in_db if m.message_id >= first_new[0]]
+            await wait_subscribers(server, 0)
+
+
+async def test_replay_longer_than_one_batch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Over ``replay.BATCH`` events: read in several batches, the access table
+    carried across them (alice leaves the team in the second batch)."""
+    with trio.fail_after(TEST_TIMEOUT):
+        async with serving(stream_config(tmp_path)) as (server, client):
+            s = await scene(client, server)
+            svc = server.services
+            admin = await svc.users.find_user("admin")
+            assert admin is not None
+            mark = await latest_id(server)
+            for i in range(550):  # two events each
+                await svc.messages.post(
+                    admin, (s.lobby, s.team, s.secret)[i % 3], {"content": f"{i}"}
+                )
+            await svc.rooms.remove_member(admin, s.team, s.alice.user_id)
+            for i in range(20):
+                await svc.messages.post(admin, (s.lobby, s.team)[i % 2], {"content": f"late {i}"})
+            newest = await wait_routed(svc)
+            assert newest - mark > replay.BATCH
+            reads = before_later_reads(monkeypatch, svc.store, trio.lowlevel.checkpoint)
+            async with open_resume(server, headers(s.alice), mark) as stream:
+                assert stream.hello["resumed"] is True
+                got = await replayed(stream)
+            assert reads == [mark + replay.BATCH]
+            assert got == await oracle(svc.store, s.alice.user_id, mark, newest)
+            assert stream.hello["replayed"] == len(got) > 700
+            await wait_subscribers(server, 0)
+
+
+@pytest.mark.parametrize(("keep", "resumed"), [("after since", False), ("since on", True)])
+async def test_trim_between_the_reads_of_a_replay(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, keep: str, resumed: bool
+) -> None:
+    """Retention runs while a replay reads its second batch.  If it trimmed past
+    ``since``, what the later reads return may have a hole: ResyncRequired with
+    the new oldest id, then live.  If it trimmed only up to ``since``, nothing
+    the replay needs is gone: a whole resume."""
+    monkeypatch.setattr(replay, "BATCH", 3)
+    with trio.fail_after(TEST_TIMEOUT):
+        config = stream_config(tmp_path)
+        async with serving(config) as (server, client):
+            s = await scene(client, server)
+            store = server.services.store
+            since = await latest_id(server)
+            for i in range(5):
+                await post(client, s.admin, s.lobby, f"m{i}")
+            newest = await wait_routed(server.services)
+            expected = await oracle(store, s.alice.user_id, since, newest)
+            kept = 2 if keep == "after since" else newest - since
+            events = attrs.evolve(config.events, retention_events=kept)
+
+            async def trim() -> None:
+                await trim_once(store, events)  # the first call trims, later ones find nothing
+
+            reads = before_later_reads(monkeypatch, store, trim)
+            async with open_resume(server, headers(s.alice), since) as stream:
+                assert reads, "the replay read more than one batch"
+                assert await trimmed_through(store) == newest - kept
+                assert stream.hello["resumed"] is resumed
+                if resumed:
+                    assert await replayed(stream) == expected
+                else:
+                    assert stream.hello["replayed"] == 0
+                    assert await raw(stream) == {
+                        "type": "ResyncRequired",
+                        "data": {"oldestEventId": newest - kept + 1},
+                    }
+                live = await post(client, s.admin, s.lobby, "live")
+                frame = await stream.frame()
+                assert frame["eventId"] > newest
+                assert frame["data"]["messages"][0]["messageId"] == live
             await wait_subscribers(server, 0)
 
 
