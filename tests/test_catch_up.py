@@ -12,14 +12,23 @@ from typing import Any
 
 import attrs
 import httpx
+import pytest
 import trio
 
 import trio_events
+from trio_events import replay
 from trio_events.retention import trim_once
 
 from .helpers import TEST_TIMEOUT, assert_error, serving
 from .rest_helpers import Actor, admin_actor, body_of, create_room, post, user_actors
-from .resume_helpers import latest_id, open_resume, oracle, replayed, trimmed_through
+from .resume_helpers import (
+    before_later_reads,
+    latest_id,
+    open_resume,
+    oracle,
+    replayed,
+    trimmed_through,
+)
 from .stream_helpers import Json, stream_config, wait_routed, wait_subscribers
 
 
@@ -160,3 +169,35 @@ async def test_a_full_page_then_only_invisible_events_is_the_last_page(tmp_path:
             short = await catch_up(client, alice, since=mark, limit=len(expected) - 1)
             assert short["events"] == expected[:-1]
             assert mark < short["eventId"] < expected[-1]["eventId"]
+
+
+async def test_trim_between_the_reads_of_a_short_page(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A page cut short by ``limit`` after its second read, with retention
+    trimming past ``since`` in between, must not skip what was trimmed: the
+    answer is ResyncRequired, never a page with a hole."""
+    monkeypatch.setattr(replay, "BATCH", 3)
+    with trio.fail_after(TEST_TIMEOUT):
+        config = stream_config(tmp_path)
+        async with serving(config) as (server, client):
+            admin, alice, lobby, _ = await setup(client, server)
+            store = server.services.store
+            since = await wait_routed(server.services)
+            for i in range(5):  # ten events, every one for alice
+                await post(client, admin, lobby, f"m{i}")
+            newest = await wait_routed(server.services)
+            assert len(await oracle(store, alice.user_id, since, newest)) == 10
+            events = attrs.evolve(config.events, retention_events=2)
+
+            async def trim() -> None:
+                await trim_once(store, events)
+
+            reads = before_later_reads(monkeypatch, store, trim)
+            body = await catch_up(client, alice, since=since, limit=4)
+            assert reads == [since + 3]
+            assert body == {
+                "events": [{"type": "ResyncRequired", "data": {"oldestEventId": newest - 1}}],
+                "eventId": newest,
+                "httpStatusCode": 200,
+            }

@@ -141,22 +141,31 @@ async def plan_replay(
         acl.unapply(event)
     frames: list[str] = []
     after = since
-    one_snapshot = True
-    while True:
+    reads = 1
+    while batch:
         for event in batch:
             acl.apply(event)
             if not is_internal(event.event_type) and recipients(event, acl, (user_id,)):
                 if len(frames) >= limit:
-                    return Replay(frames=frames, resync_oldest=None, next_since=after)
+                    short = Replay(frames=frames, resync_oldest=None, next_since=after)
+                    return await _untrimmed(store, since, until, reads, short)
                 frames.append(encode_for(event, user_id))
             after = event.event_id
-        if not batch or after >= until:
+        if after >= until:
             break
         batch = await store.read(partial(_between, after, until))
-        one_snapshot = False
-    if not one_snapshot:
-        # Retention may have run between our reads: then what we read may have holes.
-        trimmed_now = await store.read(lambda tx: tx.trimmed_through())
-        if since < trimmed_now:
-            return Replay(frames=[], resync_oldest=trimmed_now + 1, next_since=until)
-    return Replay(frames=frames, resync_oldest=None, next_since=until)
+        reads += 1
+    whole = Replay(frames=frames, resync_oldest=None, next_since=until)
+    return await _untrimmed(store, since, until, reads, whole)
+
+
+async def _untrimmed(store: Store, since: int, until: int, reads: int, replay: Replay) -> Replay:
+    """``replay``, unless it took several reads and retention trimmed past
+    ``since`` in between: then a later read may have missed trimmed events,
+    and the client must resync rather than get a silent hole."""
+    if reads == 1:
+        return replay
+    trimmed = await store.read(lambda tx: tx.trimmed_through())
+    if since < trimmed:
+        return Replay(frames=[], resync_oldest=trimmed + 1, next_since=until)
+    return replay
