@@ -10,6 +10,8 @@ dead, so what it sees is exactly what survived the crash.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import json
 import os
 import signal
@@ -31,6 +33,7 @@ CREATED = "TextMessagesCreated"
 START_TIMEOUT = 15.0  # seconds a starting server gets to answer /healthz
 # Read at import: the autouse fixture of conftest.py removes TRIO_EVENTS_* variables.
 CRASH_REPORT = os.environ.get("TRIO_EVENTS_CRASH_REPORT", "")
+STORM_REPORT = os.environ.get("TRIO_EVENTS_STORM_REPORT", "")
 
 
 def free_port() -> int:
@@ -178,13 +181,14 @@ def inspect_db(db_path: Path, room_id: int, user_id: int, after: int) -> DbState
     return DbState(str(integrity), message_ids, created, int(latest), visible)
 
 
-def report(name: str, figures: object) -> None:
-    """Print ``figures`` (seen with ``pytest -s``) and, when ``TRIO_EVENTS_CRASH_REPORT``
-    names a file, store them there under ``name`` in one JSON object."""
+def report(name: str, figures: object, path: str = CRASH_REPORT) -> None:
+    """Print ``figures`` (seen with ``pytest -s``) and, when ``path`` names a
+    file (by default ``TRIO_EVENTS_CRASH_REPORT``), store them there under
+    ``name`` in one JSON object."""
     print(f"\n{name}: {json.dumps(figures, sort_keys=True)}")
-    if not CRASH_REPORT:
+    if not path:
         return
-    target = Path(CRASH_REPORT)
+    target = Path(path)
     document: dict[str, object] = {}
     if target.exists():
         try:
@@ -195,3 +199,21 @@ def report(name: str, figures: object) -> None:
             document = loaded
     document[name] = figures
     target.write_text(json.dumps(document, indent=2, sort_keys=True) + "\n")
+
+
+def resident_kib() -> int | None:
+    """This process's resident set size in KiB (VmRSS), None where /proc has none.
+
+    Memory the C allocator holds free is handed back first (glibc's
+    ``malloc_trim``), so that the figure shows what is in use, not what
+    earlier peaks left behind."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    try:
+        status = Path("/proc/self/status").read_text()
+    except OSError:
+        return None
+    for line in status.splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return None
