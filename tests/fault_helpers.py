@@ -34,6 +34,7 @@ START_TIMEOUT = 15.0  # seconds a starting server gets to answer /healthz
 # Read at import: the autouse fixture of conftest.py removes TRIO_EVENTS_* variables.
 CRASH_REPORT = os.environ.get("TRIO_EVENTS_CRASH_REPORT", "")
 STORM_REPORT = os.environ.get("TRIO_EVENTS_STORM_REPORT", "")
+CRASH_SEED = os.environ.get("TRIO_EVENTS_CRASH_SEED", "")
 
 
 def free_port() -> int:
@@ -135,12 +136,43 @@ class ServerProcess:
 
 
 @attrs.frozen
+class LogEvent:
+    event_id: int
+    event_type: str
+    room_id: int | None
+    audience: list[int] | None
+    payload: dict[str, Any]
+
+
+@attrs.frozen
 class DbState:
+    """What a dead server left in its database: the log and the tables its
+    events describe."""
+
     integrity: str
-    message_ids: frozenset[int]
-    created_ids: dict[int, list[int]]  # TextMessagesCreated event id -> its message ids
-    latest_event_id: int
+    events: list[LogEvent]  # the whole log, in order
+    users: frozenset[int]
+    rooms: dict[int, int]  # room id -> message_count
+    messages: dict[int, tuple[int, int]]  # message id -> (room id, author)
+    reads: dict[tuple[int, int], int]  # (room id, user id) -> read_count
     visible: list[int]  # event ids after ``after`` that ``user_id`` may receive
+
+    @property
+    def message_ids(self) -> frozenset[int]:
+        return frozenset(self.messages)
+
+    @property
+    def created_ids(self) -> dict[int, list[int]]:
+        """TextMessagesCreated event id -> its message ids."""
+        return {
+            e.event_id: [int(m["messageId"]) for m in e.payload["messages"]]
+            for e in self.events
+            if e.event_type == CREATED
+        }
+
+    @property
+    def latest_event_id(self) -> int:
+        return self.events[-1].event_id if self.events else 0
 
 
 def inspect_db(db_path: Path, room_id: int, user_id: int, after: int) -> DbState:
@@ -153,32 +185,45 @@ def inspect_db(db_path: Path, room_id: int, user_id: int, after: int) -> DbState
     conn = sqlite3.connect(db_path)
     try:
         (integrity,) = conn.execute("PRAGMA integrity_check").fetchone()
-        message_ids = frozenset(int(r[0]) for r in conn.execute("SELECT message_id FROM messages"))
-        created: dict[int, list[int]] = {}
-        for event_id, payload in conn.execute(
-            "SELECT event_id, payload FROM events WHERE event_type = ?", (CREATED,)
-        ):
-            data: dict[str, Any] = json.loads(payload)
-            created[int(event_id)] = [int(m["messageId"]) for m in data["messages"]]
-        (latest,) = conn.execute("SELECT COALESCE(MAX(event_id), 0) FROM events").fetchone()
-        visible = []
-        for event_id, event_type, event_room, audience in conn.execute(
-            "SELECT event_id, event_type, room_id, audience_user_ids FROM events"
-            " WHERE event_id > ? ORDER BY event_id",
-            (after,),
-        ):
-            if "." in event_type:
-                continue
-            if audience is not None:
-                if user_id in json.loads(audience):
-                    visible.append(int(event_id))
-            elif event_room == room_id:
-                visible.append(int(event_id))
-            else:
-                raise AssertionError(f"event {event_id} {event_type} is outside the test room")
+        events = [
+            LogEvent(
+                int(event_id),
+                str(event_type),
+                None if event_room is None else int(event_room),
+                None if audience is None else [int(u) for u in json.loads(audience)],
+                json.loads(payload),
+            )
+            for event_id, event_type, event_room, audience, payload in conn.execute(
+                "SELECT event_id, event_type, room_id, audience_user_ids, payload"
+                " FROM events ORDER BY event_id"
+            )
+        ]
+        users = frozenset(int(r[0]) for r in conn.execute("SELECT user_id FROM users"))
+        rooms = {
+            int(r): int(n) for r, n in conn.execute("SELECT room_id, message_count FROM rooms")
+        }
+        messages = {
+            int(m): (int(r), int(u))
+            for m, r, u in conn.execute("SELECT message_id, room_id, user_id FROM messages")
+        }
+        reads = {
+            (int(r), int(u)): int(n)
+            for r, u, n in conn.execute("SELECT room_id, user_id, read_count FROM room_reads")
+        }
     finally:
         conn.close()
-    return DbState(str(integrity), message_ids, created, int(latest), visible)
+    visible = []
+    for event in events:
+        if event.event_id <= after or "." in event.event_type:
+            continue
+        if event.audience is not None:
+            if user_id in event.audience:
+                visible.append(event.event_id)
+        elif event.room_id == room_id:
+            visible.append(event.event_id)
+        else:
+            raise AssertionError(f"event {event.event_id} {event.event_type} is outside the room")
+    return DbState(str(integrity), events, users, rooms, messages, reads, visible)
 
 
 def report(name: str, figures: object, path: str = CRASH_REPORT) -> None:
