@@ -25,6 +25,14 @@ from trio_websocket import (
     open_websocket_url,
     wrap_client_stream,
 )
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import (
+    AcceptConnection,
+    CloseConnection,
+    RejectConnection,
+    RejectData,
+    Request,
+)
 
 import trio_events
 from trio_events import replay, streams
@@ -35,6 +43,7 @@ from trio_events.replay import Replay
 from trio_events.store import Store, Tx
 
 from .stream_helpers import Json, Stream, events_url
+from .transport_helpers import EVENTS, RawWs, connect, read_hello, read_response, request_head
 
 Headers = Sequence[tuple[str, str]]
 
@@ -117,6 +126,40 @@ def rejected_json(rejected: ConnectionRejected, status: int) -> Json:
     assert isinstance(body["errorText"], str)
     assert body["errorText"]
     return body
+
+
+async def upgrade(
+    server: trio_events.RunningServer, headers: Headers, query: str, reused: bool
+) -> tuple[int, Json]:
+    """Upgrade ``/api/v1/events?<query>`` on a new connection (the transport
+    that owns the socket) or, when ``reused``, after a ``/healthz`` on the same
+    connection (the quart-trio route); return 101 and the Hello's data, or
+    the refusal's status and JSON body."""
+    async with await connect(server) as stream:
+        buffer = b""
+        if reused:
+            await stream.send_all(request_head("/healthz"))
+            first, buffer = await read_response(stream)
+            assert first.status == 200
+        client = RawWs(stream, WSConnection(ConnectionType.CLIENT), buffer)
+        target = f"{EVENTS}?{query}"
+        await client.send(Request(host="127.0.0.1", target=target, extra_headers=_encoded(headers)))
+        answer = await client.event()
+        if isinstance(answer, RejectConnection):
+            body = b""
+            while answer.has_body:
+                data = await client.event()
+                assert isinstance(data, RejectData), data
+                body += data.data
+                if data.body_finished:
+                    break
+            error = json.loads(body)
+            assert isinstance(error, dict)
+            return answer.status_code, error
+        assert isinstance(answer, AcceptConnection), answer
+        hello = await read_hello(client)
+        await client.send(CloseConnection(code=1000))
+        return 101, hello
 
 
 def _after(event_id: int, tx: Tx) -> list[StoredEvent]:

@@ -138,13 +138,15 @@ async def test_errors(tmp_path: Path) -> None:
                 {"since": 0, "limit": -3},
                 {"since": 0, "limit": "ten"},
                 {"since": 0, "limit": "1e3"},
-                {"since": 0, "lmit": 5},
-                {"after": 0},
+                {"since": [0, 0]},
+                {"since": [0, 1], "limit": 3},
+                {"since": 0, "limit": [3, 3]},
+                {"since": ["abc", 0]},
             ]
             for params in bad:
                 response = await client.get("/api/v1/events", params=params, headers=alice.headers)
                 assert_error(response, 400)
-            for params in ({}, {"since": 0}, {"since": "abc"}, {"bogus": 1}):
+            for params in ({}, {"since": 0}, {"since": "abc"}, {"bogus": 1}, {"since": [0, 1]}):
                 response = await client.get("/api/v1/events", params=params)
                 assert_error(response, 401)
             bad_token = {"Authorization": "Bearer nope"}
@@ -201,3 +203,16 @@ async def test_trim_between_the_reads_of_a_short_page(
                 "eventId": newest,
                 "httpStatusCode": 200,
             }
+
+
+async def test_unknown_parameters_are_ignored(tmp_path: Path) -> None:
+    """As on the stream: clients and proxies add cache-busters (``_=``)."""
+    with trio.fail_after(TEST_TIMEOUT):
+        async with serving(stream_config(tmp_path)) as (server, client):
+            _, alice, _, mid = await setup(client, server)
+            await wait_routed(server.services)
+            plain = await catch_up(client, alice, since=mid, limit=3)
+            assert len(plain["events"]) == 3
+            assert await catch_up(client, alice, since=mid, limit=3, _="1700000000") == plain
+            assert await catch_up(client, alice, _=1, since=mid, lmit=5, limit=3) == plain
+            assert (await catch_up(client, alice, after=0))["events"] == []

@@ -41,6 +41,7 @@ from .resume_helpers import (
     rejection_since,
     replayed,
     trimmed_through,
+    upgrade,
 )
 from .stream_helpers import CREATED, Json, stream_config, wait_routed, wait_subscribers
 
@@ -151,6 +152,33 @@ async def test_bad_since_is_refused_before_upgrade(tmp_path: Path, value: str, r
             query = f"since={await latest_id(server) + 1 if value == 'future' else value}"
             body = rejected_json(await rejection_since(server, headers(s.alice), query), 400)
             assert "since" in body["errorText"], (reason, body)
+            await wait_subscribers(server, 0)
+
+
+@pytest.mark.parametrize("reused", [False, True], ids=["new-connection", "reused-connection"])
+async def test_query_parameters_of_the_stream(tmp_path: Path, reused: bool) -> None:
+    """As in catch-up: parameters the stream does not know are ignored (clients
+    and proxies add cache-busters such as ``_=``); ``since`` given twice is
+    refused with 400 before the upgrade, once the credentials are checked.
+    On both transports: a new connection's and a reused one's."""
+    with trio.fail_after(TEST_TIMEOUT):
+        async with serving(stream_config(tmp_path)) as (server, client):
+            s = await scene(client, server)
+            newest = await latest_id(server)
+            missed = await oracle(server.services.store, s.alice.user_id, s.mid, newest)
+            alice = headers(s.alice)
+            for query in (f"since={s.mid}&_=1700000000", f"_=1&since={s.mid}&limit=3&x"):
+                status, hello = await upgrade(server, alice, query, reused)
+                assert status == 101, hello
+                assert (hello["resumed"], hello["replayed"]) == (True, len(missed)), query
+            status, hello = await upgrade(server, alice, "_=1700000000", reused)
+            assert (status, hello["resumed"], hello["eventId"]) == (101, False, newest)
+            for query in (f"since={s.mid}&since={s.mid}", f"since={s.mid}&since=x", "since&since"):
+                status, body = await upgrade(server, alice, query, reused)
+                assert (status, body["httpStatusCode"]) == (400, 400), (query, body)
+                assert "'since'" in body["errorText"], body
+            status, body = await upgrade(server, [], "since=1&since=2", reused)
+            assert (status, body["httpStatusCode"]) == (401, 401), body
             await wait_subscribers(server, 0)
 
 

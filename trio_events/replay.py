@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections.abc import Sequence
 from functools import partial
 from typing import TYPE_CHECKING
 
@@ -40,7 +41,7 @@ from .store import Store, Tx
 if TYPE_CHECKING:
     from .services import Services
 
-__all__ = ["Replay", "parse_since", "plan_replay", "resync_frame"]
+__all__ = ["Replay", "parse_since", "plan_replay", "query_value", "resync_frame"]
 
 BATCH = 1000
 CATCH_UP_TIMEOUT = 5.0  # seconds a resume waits for this process to reach ``since``
@@ -55,6 +56,19 @@ class Replay:
     @property
     def resumed(self) -> bool:
         return self.resync_oldest is None
+
+
+def query_value(values: Sequence[str], name: str) -> str | None:
+    """The value of query parameter ``name`` (``values``: each occurrence), or
+    None when it is absent; a 400 when it is given more than once, since
+    servers and proxies disagree on which occurrence counts.
+
+    Parameters the events endpoint does not know are ignored, on the stream
+    and in catch-up alike: clients and proxies add cache-busters such as
+    ``_=1700000000``."""
+    if len(values) > 1:
+        raise BadRequest(f"Query parameter {name!r} must be given at most once")
+    return values[0] if values else None
 
 
 def parse_since(raw: str | None, latest: int) -> int | None:
@@ -72,8 +86,9 @@ def parse_since(raw: str | None, latest: int) -> int | None:
     return since
 
 
-async def checked_since(svc: Services, raw: str | None) -> int | None:
-    """``since`` of a resume or catch-up, checked against the whole log.
+async def checked_since(svc: Services, values: Sequence[str]) -> int | None:
+    """``since`` of a resume or catch-up (``values``: each occurrence in the
+    query, see :func:`query_value`), checked against the whole log.
 
     Usually it is at most what this process's broker has routed.  In cluster
     mode the client may have seen newer events on another process that is
@@ -82,6 +97,7 @@ async def checked_since(svc: Services, raw: str | None) -> int | None:
     exactly after ``since``.  Only an id beyond the log is "in the future".
     """
     broker = svc.broker
+    raw = query_value(values, "since")
     with contextlib.suppress(BadRequest):
         return parse_since(raw, broker.last_event_id)
     latest = await svc.store.read(lambda tx: tx.latest_event_id())
