@@ -176,11 +176,18 @@ async def whole_log(store: Store) -> list[StoredEvent]:
         events.extend(batch)
 
 
-async def oracle(store: Store, user_id: int, since: int, until: int) -> list[Json]:
-    """What ``user_id`` should get for (since, until], the table run forwards from 0."""
+async def oracle(
+    store: Store, user_id: int, since: int, until: int, before: Sequence[StoredEvent] = ()
+) -> list[Json]:
+    """What ``user_id`` should get for (since, until], the table run forwards from 0.
+
+    ``before`` is the log as it was before retention trimmed it, if it did:
+    the events up to its last come from there, later ones from the store."""
     acl = AclStore()
     frames: list[Json] = []
-    for event in await whole_log(store):
+    known = before[-1].event_id if before else 0
+    later = [event for event in await whole_log(store) if event.event_id > known]
+    for event in [*before, *later]:
         if event.event_id > until:
             break
         acl.apply(event)
