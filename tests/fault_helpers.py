@@ -10,6 +10,8 @@ dead, so what it sees is exactly what survived the crash.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import json
 import os
 import signal
@@ -31,6 +33,8 @@ CREATED = "TextMessagesCreated"
 START_TIMEOUT = 15.0  # seconds a starting server gets to answer /healthz
 # Read at import: the autouse fixture of conftest.py removes TRIO_EVENTS_* variables.
 CRASH_REPORT = os.environ.get("TRIO_EVENTS_CRASH_REPORT", "")
+STORM_REPORT = os.environ.get("TRIO_EVENTS_STORM_REPORT", "")
+CRASH_SEED = os.environ.get("TRIO_EVENTS_CRASH_SEED", "")
 
 
 def free_port() -> int:
@@ -132,12 +136,43 @@ class ServerProcess:
 
 
 @attrs.frozen
+class LogEvent:
+    event_id: int
+    event_type: str
+    room_id: int | None
+    audience: list[int] | None
+    payload: dict[str, Any]
+
+
+@attrs.frozen
 class DbState:
+    """What a dead server left in its database: the log and the tables its
+    events describe."""
+
     integrity: str
-    message_ids: frozenset[int]
-    created_ids: dict[int, list[int]]  # TextMessagesCreated event id -> its message ids
-    latest_event_id: int
+    events: list[LogEvent]  # the whole log, in order
+    users: frozenset[int]
+    rooms: dict[int, int]  # room id -> message_count
+    messages: dict[int, tuple[int, int]]  # message id -> (room id, author)
+    reads: dict[tuple[int, int], int]  # (room id, user id) -> read_count
     visible: list[int]  # event ids after ``after`` that ``user_id`` may receive
+
+    @property
+    def message_ids(self) -> frozenset[int]:
+        return frozenset(self.messages)
+
+    @property
+    def created_ids(self) -> dict[int, list[int]]:
+        """TextMessagesCreated event id -> its message ids."""
+        return {
+            e.event_id: [int(m["messageId"]) for m in e.payload["messages"]]
+            for e in self.events
+            if e.event_type == CREATED
+        }
+
+    @property
+    def latest_event_id(self) -> int:
+        return self.events[-1].event_id if self.events else 0
 
 
 def inspect_db(db_path: Path, room_id: int, user_id: int, after: int) -> DbState:
@@ -150,41 +185,55 @@ def inspect_db(db_path: Path, room_id: int, user_id: int, after: int) -> DbState
     conn = sqlite3.connect(db_path)
     try:
         (integrity,) = conn.execute("PRAGMA integrity_check").fetchone()
-        message_ids = frozenset(int(r[0]) for r in conn.execute("SELECT message_id FROM messages"))
-        created: dict[int, list[int]] = {}
-        for event_id, payload in conn.execute(
-            "SELECT event_id, payload FROM events WHERE event_type = ?", (CREATED,)
-        ):
-            data: dict[str, Any] = json.loads(payload)
-            created[int(event_id)] = [int(m["messageId"]) for m in data["messages"]]
-        (latest,) = conn.execute("SELECT COALESCE(MAX(event_id), 0) FROM events").fetchone()
-        visible = []
-        for event_id, event_type, event_room, audience in conn.execute(
-            "SELECT event_id, event_type, room_id, audience_user_ids FROM events"
-            " WHERE event_id > ? ORDER BY event_id",
-            (after,),
-        ):
-            if "." in event_type:
-                continue
-            if audience is not None:
-                if user_id in json.loads(audience):
-                    visible.append(int(event_id))
-            elif event_room == room_id:
-                visible.append(int(event_id))
-            else:
-                raise AssertionError(f"event {event_id} {event_type} is outside the test room")
+        events = [
+            LogEvent(
+                int(event_id),
+                str(event_type),
+                None if event_room is None else int(event_room),
+                None if audience is None else [int(u) for u in json.loads(audience)],
+                json.loads(payload),
+            )
+            for event_id, event_type, event_room, audience, payload in conn.execute(
+                "SELECT event_id, event_type, room_id, audience_user_ids, payload"
+                " FROM events ORDER BY event_id"
+            )
+        ]
+        users = frozenset(int(r[0]) for r in conn.execute("SELECT user_id FROM users"))
+        rooms = {
+            int(r): int(n) for r, n in conn.execute("SELECT room_id, message_count FROM rooms")
+        }
+        messages = {
+            int(m): (int(r), int(u))
+            for m, r, u in conn.execute("SELECT message_id, room_id, user_id FROM messages")
+        }
+        reads = {
+            (int(r), int(u)): int(n)
+            for r, u, n in conn.execute("SELECT room_id, user_id, read_count FROM room_reads")
+        }
     finally:
         conn.close()
-    return DbState(str(integrity), message_ids, created, int(latest), visible)
+    visible = []
+    for event in events:
+        if event.event_id <= after or "." in event.event_type:
+            continue
+        if event.audience is not None:
+            if user_id in event.audience:
+                visible.append(event.event_id)
+        elif event.room_id == room_id:
+            visible.append(event.event_id)
+        else:
+            raise AssertionError(f"event {event.event_id} {event.event_type} is outside the room")
+    return DbState(str(integrity), events, users, rooms, messages, reads, visible)
 
 
-def report(name: str, figures: object) -> None:
-    """Print ``figures`` (seen with ``pytest -s``) and, when ``TRIO_EVENTS_CRASH_REPORT``
-    names a file, store them there under ``name`` in one JSON object."""
+def report(name: str, figures: object, path: str = CRASH_REPORT) -> None:
+    """Print ``figures`` (seen with ``pytest -s``) and, when ``path`` names a
+    file (by default ``TRIO_EVENTS_CRASH_REPORT``), store them there under
+    ``name`` in one JSON object."""
     print(f"\n{name}: {json.dumps(figures, sort_keys=True)}")
-    if not CRASH_REPORT:
+    if not path:
         return
-    target = Path(CRASH_REPORT)
+    target = Path(path)
     document: dict[str, object] = {}
     if target.exists():
         try:
@@ -195,3 +244,21 @@ def report(name: str, figures: object) -> None:
             document = loaded
     document[name] = figures
     target.write_text(json.dumps(document, indent=2, sort_keys=True) + "\n")
+
+
+def resident_kib() -> int | None:
+    """This process's resident set size in KiB (VmRSS), None where /proc has none.
+
+    Memory the C allocator holds free is handed back first (glibc's
+    ``malloc_trim``), so that the figure shows what is in use, not what
+    earlier peaks left behind."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    try:
+        status = Path("/proc/self/status").read_text()
+    except OSError:
+        return None
+    for line in status.splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return None

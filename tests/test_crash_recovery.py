@@ -2,15 +2,23 @@
 
 The server runs as a child process on one data directory.  In each round a
 few writers post over HTTP (recording every acknowledged messageId) and a
-WebSocket reader records every eventId it receives; after a seeded random
-delay the process is SIGKILLed.  With the process dead the SQLite file must
-pass ``PRAGMA integrity_check``, hold every acknowledged message with its
-TextMessagesCreated event, and hold no event without its change nor a change
-without its event (the outbox commits both or neither).  After the restart the
-reader resumes with ``?since=<last eventId it saw>`` and must get every event
-it missed exactly once: the union of what it received equals what the log lets
-it receive.  Each round's figures are printed and, when the environment
-variable ``TRIO_EVENTS_CRASH_REPORT`` names a file, written there as JSON.
+WebSocket reader records every eventId it receives; after a random delay the
+process is SIGKILLed.  With the process dead the SQLite file must pass
+``PRAGMA integrity_check``, hold every acknowledged message, and hold no
+event without its change nor a change without its event (the outbox commits
+both or neither), for every kind of event the test makes: ``acl.user`` and
+users, ``acl.room`` and ``RoomCreated`` and rooms, ``TextMessagesCreated``
+and messages, and the ``RoomUpdated`` each post writes and the room's
+message count and read counts it carries.  After the restart the reader
+resumes with ``?since=<last eventId it saw>`` and must get every event it
+missed exactly once: the union of what it received equals what the log lets
+it receive.
+
+The kill delays come from a seed taken from the clock, so every run kills at
+other moments; the seed is printed with the figures, and setting
+``TRIO_EVENTS_CRASH_SEED`` to it replays the same delays.  Each round's
+figures are printed and, when the environment variable
+``TRIO_EVENTS_CRASH_REPORT`` names a file, written there as JSON.
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import json
 import random
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -30,7 +39,11 @@ from trio_websocket import ConnectionClosed, WebSocketConnection
 
 from .fault_helpers import (
     ADMIN_PASSWORD,
+    CRASH_SEED,
+    CREATED,
     DB_NAME,
+    DbState,
+    LogEvent,
     ServerProcess,
     inspect_db,
     report,
@@ -38,7 +51,9 @@ from .fault_helpers import (
 )
 from .stream_helpers import bearer_stream
 
-SEED = 20261129
+SEED = int(CRASH_SEED) if CRASH_SEED else time.time_ns() % 1_000_000_007
+UPDATED = "RoomUpdated"
+KINDS = {"acl.user", "acl.room", "RoomCreated", CREATED, UPDATED}  # what this test makes
 WRITERS = 3
 PASSWORD = "user-password-1"
 MAX_POSTS = 2000  # per writer and round; the kill comes long before
@@ -147,9 +162,10 @@ async def write_until_killed(
 
 def check_database(
     db_path: Path, acked: set[int], room_id: int, user_id: int, base: int
-) -> tuple[int, list[int], int]:
+) -> tuple[int, list[int], int, int]:
     """The on-disk checks after a kill; return acknowledged ids lost, the event ids
-    the reader may receive after ``base``, and the newest event id."""
+    the reader may receive after ``base``, the newest event id, and how many
+    posts were found with both their events."""
     state = inspect_db(db_path, room_id, user_id, base)
     assert state.integrity == "ok", state.integrity
     lost = acked - state.message_ids
@@ -162,7 +178,56 @@ def check_database(
     assert state.message_ids <= in_events, (
         f"changes without their event: {sorted(state.message_ids - in_events)[:20]}"
     )
-    return len(lost), state.visible, state.latest_event_id
+    posts = check_every_kind(state)
+    return len(lost), state.visible, state.latest_event_id, posts
+
+
+def check_every_kind(state: DbState) -> int:
+    """Each event has its change and each change its events, kind by kind;
+    return the number of posts checked."""
+    kinds = {e.event_type for e in state.events}
+    assert kinds <= KINDS, f"kinds of event this test does not check: {kinds - KINDS}"
+    of_kind = {kind: [e for e in state.events if e.event_type == kind] for kind in KINDS}
+    assert sorted(e.payload["userId"] for e in of_kind["acl.user"]) == sorted(state.users)
+    assert (
+        sorted(e.payload["roomId"] for e in of_kind["acl.room"])
+        == sorted(e.payload["roomTemplate"]["room"]["roomId"] for e in of_kind["RoomCreated"])
+        == sorted(state.rooms)
+    )
+    # A post writes its TextMessagesCreated and then, in the same transaction
+    # (one writer at a time, so the next event), the RoomUpdated of its room.
+    paired: set[int] = set()
+    for position, event in enumerate(state.events):
+        if event.event_type != CREATED:
+            continue
+        last_id = max(int(m["messageId"]) for m in event.payload["messages"])
+        follower = state.events[position + 1] if position + 1 < len(state.events) else None
+        assert follower is not None, f"post {last_id}: no RoomUpdated after it"
+        assert (follower.event_type, follower.room_id) == (UPDATED, event.room_id), follower
+        template = follower.payload["roomTemplate"]
+        assert template["room"]["lastMessage"]["messageId"] == last_id, template
+        in_room = sum(
+            1 for m, (r, _) in state.messages.items() if r == event.room_id and m <= last_id
+        )
+        assert template["messageCount"] == in_room, (template["messageCount"], in_room)
+        paired.add(follower.event_id)
+    orphans = [e.event_id for e in of_kind[UPDATED] if e.event_id not in paired]
+    assert not orphans, f"RoomUpdated without the post that made it: {orphans[:20]}"
+    for room_id, message_count in state.rooms.items():
+        check_room_state(state, room_id, message_count)
+    return len(paired)
+
+
+def check_room_state(state: DbState, room_id: int, message_count: int) -> None:
+    """The room's last event carries the room as its tables hold it."""
+    last: LogEvent = [
+        e for e in state.events if e.room_id == room_id and e.event_type in ("RoomCreated", UPDATED)
+    ][-1]
+    template = last.payload["roomTemplate"]
+    in_room = sum(1 for r, _ in state.messages.values() if r == room_id)
+    assert template["messageCount"] == message_count == in_room, (last, message_count, in_room)
+    reads = {int(user): fields[0] for user, fields in template["perUser"].items()}
+    assert reads == {u: n for (r, u), n in state.reads.items() if r == room_id}, reads
 
 
 @pytest.mark.slow
@@ -229,7 +294,7 @@ async def test_sigkill_loses_no_acknowledged_write_and_resume_fills_the_gap(
                         await trio.sleep(delay)
                         await server.kill()
                 acked |= round_acked
-                lost, visible, newest = check_database(
+                lost, visible, newest, posts = check_database(
                     data_dir / DB_NAME, acked, room_id, reader_id, base
                 )
                 previous = (visible, newest)
@@ -241,6 +306,7 @@ async def test_sigkill_loses_no_acknowledged_write_and_resume_fills_the_gap(
                         "refused_writes": len(refused),
                         "seen_before_kill": reader.last,
                         "newest_event": newest,
+                        "posts_with_both_events": posts,
                         "events_lost": lost,
                     }
                 )
@@ -253,5 +319,5 @@ async def test_sigkill_loses_no_acknowledged_write_and_resume_fills_the_gap(
             assert "Traceback" not in log, log
         finally:
             await server.ensure_dead()
-            report(f"crash_recovery[{durability}]", figures)
+            report(f"crash_recovery[{durability}]", {"seed": SEED, "rounds": figures})
     assert [f["events_lost"] for f in figures] == [0] * rounds

@@ -8,7 +8,9 @@ Everything that goes through the store runs on both backends (``backend_config``
 
 from __future__ import annotations
 
+import tomllib
 from collections.abc import Callable, Sequence
+from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
@@ -16,11 +18,12 @@ import attrs
 import trio
 import trio.testing
 
-from trio_events.config import Config, EventsConfig
+from trio_events.config import Config, EventsConfig, load_config
 from trio_events.model import now_ms
 from trio_events.retention import RETENTION_BATCH, RETENTION_INTERVAL, run_retention, trim_once
 from trio_events.store import Store, Tx, open_store
 
+from .fault_helpers import REPO_CONFIG
 from .helpers import TEST_TIMEOUT, make_config, serving
 from .pg_helpers import backend_config_fixture  # noqa: F401
 from .resume_helpers import trimmed_through, whole_log
@@ -199,3 +202,26 @@ async def test_server_trims_at_start(backend_config: Config) -> None:
             remaining = await ids(store)
             assert remaining[0] == await trimmed_through(store) + 1
             assert len(remaining) == 5
+
+
+RETENTION_DEFAULTS = {
+    "retention_seconds": 24 * 3600.0,  # README, Delivery guarantees 5: 24 h
+    "retention_events": 1_000_000,  # and 1,000,000 events
+}
+
+
+def test_retention_defaults() -> None:
+    """The documented defaults, from the config class, from a config loaded with
+    nothing set, and from both shipped config files (the repository's
+    ``config.toml`` and the packaged ``default_config.toml`` that ``init``
+    writes), read as TOML and loaded."""
+    loaded = load_config(None, environ={})
+    for events in (EventsConfig(), Config().events, loaded.events):
+        assert {k: getattr(events, k) for k in RETENTION_DEFAULTS} == RETENTION_DEFAULTS
+    packaged = resources.files("trio_events").joinpath("default_config.toml")
+    for path in (REPO_CONFIG, packaged):
+        with path.open("rb") as f:
+            table = tomllib.load(f)["events"]
+        assert {k: table[k] for k in RETENTION_DEFAULTS} == RETENTION_DEFAULTS, path
+    events = load_config(REPO_CONFIG, environ={}).events
+    assert {k: getattr(events, k) for k in RETENTION_DEFAULTS} == RETENTION_DEFAULTS

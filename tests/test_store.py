@@ -13,6 +13,7 @@ import textwrap
 from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
+from typing import Literal
 
 import psycopg
 import pytest
@@ -158,6 +159,27 @@ async def test_sqlite_connection_pragmas(tmp_path: Path) -> None:
         async with open_sqlite_store(db_path(tmp_path), StorageConfig()) as store:
             assert await store.read(pragmas) == (1, "wal")
             assert await store.write(pragmas) == (1, "wal")
+
+
+@pytest.mark.parametrize(("durability", "synchronous"), [("normal", 1), ("full", 2)])
+async def test_sqlite_durability_sets_synchronous_on_every_connection(
+    tmp_path: Path, durability: Literal["normal", "full"], synchronous: int
+) -> None:
+    """``storage.durability`` (README, Durability setting): NORMAL (1) or FULL (2),
+    on the writer and on each reader, whichever one a transaction gets."""
+    config = StorageConfig(durability=durability, read_connections=3)
+
+    def mode(tx: Tx) -> object:
+        conn: sqlite3.Connection = tx._conn.conn  # type: ignore[attr-defined]
+        return conn.execute("PRAGMA synchronous").fetchone()[0]
+
+    with trio.fail_after(TIMEOUT):
+        async with open_sqlite_store(db_path(tmp_path), config) as store:
+            assert await store.write(mode) == synchronous
+            assert await store.read(mode) == synchronous
+            assert len(store._all) == 1 + config.read_connections
+            modes = [c.execute("PRAGMA synchronous").fetchone()[0] for c in store._all]
+            assert modes == [synchronous] * len(store._all)
 
 
 async def test_foreign_keys_are_enforced(backend_config: Config) -> None:

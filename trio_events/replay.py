@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections.abc import Sequence
 from functools import partial
 from typing import TYPE_CHECKING
 
@@ -40,7 +41,7 @@ from .store import Store, Tx
 if TYPE_CHECKING:
     from .services import Services
 
-__all__ = ["Replay", "parse_since", "plan_replay", "resync_frame"]
+__all__ = ["Replay", "parse_since", "plan_replay", "query_value", "resync_frame"]
 
 BATCH = 1000
 CATCH_UP_TIMEOUT = 5.0  # seconds a resume waits for this process to reach ``since``
@@ -55,6 +56,19 @@ class Replay:
     @property
     def resumed(self) -> bool:
         return self.resync_oldest is None
+
+
+def query_value(values: Sequence[str], name: str) -> str | None:
+    """The value of query parameter ``name`` (``values``: each occurrence), or
+    None when it is absent; a 400 when it is given more than once, since
+    servers and proxies disagree on which occurrence counts.
+
+    Parameters the events endpoint does not know are ignored, on the stream
+    and in catch-up alike: clients and proxies add cache-busters such as
+    ``_=1700000000``."""
+    if len(values) > 1:
+        raise BadRequest(f"Query parameter {name!r} must be given at most once")
+    return values[0] if values else None
 
 
 def parse_since(raw: str | None, latest: int) -> int | None:
@@ -72,8 +86,9 @@ def parse_since(raw: str | None, latest: int) -> int | None:
     return since
 
 
-async def checked_since(svc: Services, raw: str | None) -> int | None:
-    """``since`` of a resume or catch-up, checked against the whole log.
+async def checked_since(svc: Services, values: Sequence[str]) -> int | None:
+    """``since`` of a resume or catch-up (``values``: each occurrence in the
+    query, see :func:`query_value`), checked against the whole log.
 
     Usually it is at most what this process's broker has routed.  In cluster
     mode the client may have seen newer events on another process that is
@@ -82,6 +97,7 @@ async def checked_since(svc: Services, raw: str | None) -> int | None:
     exactly after ``since``.  Only an id beyond the log is "in the future".
     """
     broker = svc.broker
+    raw = query_value(values, "since")
     with contextlib.suppress(BadRequest):
         return parse_since(raw, broker.last_event_id)
     latest = await svc.store.read(lambda tx: tx.latest_event_id())
@@ -125,10 +141,13 @@ async def plan_replay(
     """What ``user_id`` may receive in (``since``, ``until``], at most ``limit`` frames.
 
     ``acl_at_until`` must be the access table at ``until``; it is not changed.
-    When the limit cuts the range short, ``next_since`` is the last event id
-    examined (below ``until``): HTTP catch-up pages on from there, a stream
-    asks the client to resync instead.  A resume that fits in one batch costs
-    one read (a reconnect storm is hundreds of them at once).
+    The range is cut short only by a visible event beyond the limit: exactly
+    ``limit`` visible events followed by events the user may not see is the
+    whole range, not a short one.  When the range is cut short,
+    ``next_since`` is the last id examined before that event (below
+    ``until``): HTTP catch-up pages on from there, a stream asks the client
+    to resync instead.  A resume that fits in one batch costs one read (a
+    reconnect storm is hundreds of them at once).
     """
     trimmed, acl_events, batch = await store.read(partial(_opening, since, until))
     if since < trimmed:
@@ -138,23 +157,31 @@ async def plan_replay(
         acl.unapply(event)
     frames: list[str] = []
     after = since
-    one_snapshot = True
-    while True:
+    reads = 1
+    while batch:
         for event in batch:
-            after = event.event_id
             acl.apply(event)
-            if is_internal(event.event_type) or not recipients(event, acl, (user_id,)):
-                continue
-            frames.append(encode_for(event, user_id))
-            if len(frames) >= limit:
-                return Replay(frames=frames, resync_oldest=None, next_since=after)
-        if not batch or after >= until:
+            if not is_internal(event.event_type) and recipients(event, acl, (user_id,)):
+                if len(frames) >= limit:
+                    short = Replay(frames=frames, resync_oldest=None, next_since=after)
+                    return await _untrimmed(store, since, until, reads, short)
+                frames.append(encode_for(event, user_id))
+            after = event.event_id
+        if after >= until:
             break
         batch = await store.read(partial(_between, after, until))
-        one_snapshot = False
-    if not one_snapshot:
-        # Retention may have run between our reads: then what we read may have holes.
-        trimmed_now = await store.read(lambda tx: tx.trimmed_through())
-        if since < trimmed_now:
-            return Replay(frames=[], resync_oldest=trimmed_now + 1, next_since=until)
-    return Replay(frames=frames, resync_oldest=None, next_since=until)
+        reads += 1
+    whole = Replay(frames=frames, resync_oldest=None, next_since=until)
+    return await _untrimmed(store, since, until, reads, whole)
+
+
+async def _untrimmed(store: Store, since: int, until: int, reads: int, replay: Replay) -> Replay:
+    """``replay``, unless it took several reads and retention trimmed past
+    ``since`` in between: then a later read may have missed trimmed events,
+    and the client must resync rather than get a silent hole."""
+    if reads == 1:
+        return replay
+    trimmed = await store.read(lambda tx: tx.trimmed_through())
+    if since < trimmed:
+        return Replay(frames=[], resync_oldest=trimmed + 1, next_since=until)
+    return replay

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from urllib.parse import urlsplit
 
 import attrs
@@ -132,9 +132,12 @@ async def open_stream(
     svc: Services,
     headers: Mapping[str, str],
     cookies: Mapping[str, str],
-    raw_since: str | None,
+    since_values: Sequence[str],
 ) -> AsyncIterator[StreamStart]:
     """Check the handshake, subscribe, and compute a resume's replay.
+
+    ``since_values`` are the values of each ``since`` in the query (none: no
+    resume; more than one: 400, after the credentials are checked).
 
     Raises :class:`~trio_events.errors.ApiError` before subscribing when the
     stream must be refused (the transport answers with that HTTP error).
@@ -145,7 +148,7 @@ async def open_stream(
     routed = broker.last_event_id  # every revocation up to here, authentication sees
     principal = await authorize_stream(svc, headers, cookies)  # 401 before anything else
     del headers, cookies  # this frame lives as long as the stream: keep nothing big
-    since = await checked_since(svc, raw_since)
+    since = await checked_since(svc, since_values)
     credential = principal.credential.credential_id
     with broker.subscribe(principal.user_id, credential, with_acl=since is not None) as sub:
         await _still_valid(svc, principal, routed)

@@ -21,7 +21,7 @@ from quart.wrappers import Websocket
 
 from ..connection import PeerClosed, run_stream
 from ..errors import BadRequest
-from ..replay import checked_since, plan_replay, resync_frame
+from ..replay import checked_since, plan_replay, query_value, resync_frame
 from ..streams import open_stream
 from .common import authenticate, services
 
@@ -75,16 +75,16 @@ async def catch_up() -> Response:
 
     ``eventId`` in the answer is where to continue from (``since`` of the next
     call); it is below the newest id when ``limit`` cut the page short.
+    Query parameters other than ``since`` and ``limit`` are ignored, as on
+    the stream (:func:`~trio_events.replay.query_value`).
     """
     principal = await authenticate()
     svc = services()
     broker = svc.broker
-    unknown = sorted(set(request.args) - {"since", "limit"})
-    if unknown:
-        raise BadRequest(f"Unknown query parameter {unknown[0]!r}")
+    args = request.args
     cap = svc.config.limits.max_page
-    limit = _limit(request.args.get("limit"), cap)
-    since = await checked_since(svc, request.args.get("since"))
+    limit = _limit(query_value(args.getlist("limit"), "limit"), cap)
+    since = await checked_since(svc, args.getlist("since"))
     until = broker.last_event_id
     acl = broker.acl_copy()  # the table at `until`, taken in the same step
     if since is None:
@@ -122,7 +122,7 @@ async def events() -> None:
             "WebSocket extensions are not accepted on a reused connection;"
             " open the event stream on a new connection"
         )
-    since = websocket.args.get("since")
+    since = websocket.args.getlist("since")
     async with open_stream(svc, headers, websocket.cookies, since) as start:
         await websocket.accept()
         user_id = start.principal.user_id

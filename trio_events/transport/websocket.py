@@ -364,7 +364,7 @@ class _Handshake:
     ws: WSConnection | None
     headers: dict[str, str]
     cookies: dict[str, str]
-    since: str | None
+    since: list[str]  # each value of the query parameter
 
     def accept(self) -> tuple[bytes, Connection]:
         assert self.ws is not None
@@ -402,7 +402,7 @@ async def _read_handshake(stream: trio.abc.Stream, head: bytes) -> _Handshake | 
         cookies = {name: morsel.value for name, morsel in jar.items()}
     except CookieError:
         pass
-    since = parse_qs(urlsplit(request.target).query, keep_blank_values=True).get("since", [None])[0]
+    since = parse_qs(urlsplit(request.target).query, keep_blank_values=True).get("since", [])
     return _Handshake(ws, headers, cookies, since)
 
 
@@ -423,7 +423,7 @@ async def serve_events(
                 "stream opened user=%s remote=%s since=%s replayed=%d",
                 user_id,
                 remote,
-                since if since is not None else "-",
+                ",".join(since) or "-",
                 len(start.replay),
             )
             transport = WsprotoTransport(
