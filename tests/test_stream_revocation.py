@@ -71,7 +71,7 @@ async def alice_with_session(tmp_path: Path) -> AsyncIterator[tuple[Services, in
 async def refused(svc: Services, cookies: dict[str, str], headers: dict[str, str]) -> str:
     """The 401 text of a handshake that must be refused; no subscriber is left."""
     with pytest.raises(Unauthorized) as refusal:
-        async with open_stream(svc, headers, cookies, None):
+        async with open_stream(svc, headers, cookies, ()):
             pytest.fail("the stream opened on a revoked credential")
     assert svc.broker.statistics().subscribers == 0
     return refusal.value.text
@@ -146,7 +146,7 @@ async def test_another_sessions_logout_does_not_refuse(tmp_path: Path) -> None:
         async with alice_with_session(tmp_path) as (svc, _, session):
             _, other = await svc.auth.login("alice", USER_PASSWORD, "test")
             calls = revoke_while_authenticating(svc, lambda: svc.auth.logout(other))
-            async with open_stream(svc, {}, {SESSION_COOKIE: session}, None) as start:
+            async with open_stream(svc, {}, {SESSION_COOKIE: session}, ()) as start:
                 assert start.subscriber.close_code is None
             assert calls == [1]
 
@@ -160,7 +160,7 @@ async def test_forgotten_revocations_ask_the_store_again(
         async with alice_with_session(tmp_path) as (svc, _, session):
             _, other = await svc.auth.login("alice", USER_PASSWORD, "test")
             calls = revoke_while_authenticating(svc, lambda: svc.auth.logout(other))
-            async with open_stream(svc, {}, {SESSION_COOKIE: session}, None) as start:
+            async with open_stream(svc, {}, {SESSION_COOKIE: session}, ()) as start:
                 assert start.subscriber.close_code is None
             assert calls == [1, 1]  # still valid, by a second authentication
             calls = revoke_while_authenticating(svc, lambda: svc.auth.logout(session))
@@ -171,7 +171,7 @@ async def test_revocation_after_subscribing_still_ends_the_stream(tmp_path: Path
     with trio.fail_after(TEST_TIMEOUT):
         async with (
             alice_with_session(tmp_path) as (svc, _, session),
-            open_stream(svc, {}, {SESSION_COOKIE: session}, None) as start,
+            open_stream(svc, {}, {SESSION_COOKIE: session}, ()) as start,
         ):
             await svc.auth.logout(session)
             await wait_routed(svc)

@@ -36,6 +36,7 @@ is released at once instead of when the peer finally hangs up.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Awaitable, Callable
 from http import HTTPStatus
@@ -167,13 +168,24 @@ class HypercornConnection(TCPServer):
         await self.protocol.handle(Closed())
 
     async def _send_eof(self) -> bool:
-        """Half-close the connection; False over TLS, which cannot."""
-        try:
-            await self.stream.send_eof()
-        except AttributeError:  # hypercorn's own test for TLS
-            return False
-        except (trio.BrokenResourceError, trio.BusyResourceError, trio.ClosedResourceError):
-            pass
+        """Half-close the connection; False over TLS, which cannot.
+
+        Under hypercorn's send lock: the stream refuses (``BusyResourceError``)
+        a send that overlaps the half-close, and the read loop may be writing
+        (a WebSocket close answer) at this very moment.  A writer stuck on a
+        client that reads nothing gets ``LINGER`` seconds; then the connection
+        is dropped without the half-close.
+        """
+        lock = self.send_lock
+        held = lock.statistics().owner is trio.lowlevel.current_task()  # a failed send
+        with trio.move_on_after(LINGER):
+            async with contextlib.nullcontext() if held else lock:
+                try:
+                    await self.stream.send_eof()
+                except AttributeError:  # hypercorn's own test for TLS
+                    return False
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    pass
         return True
 
     async def _read_data(self) -> None:
