@@ -15,26 +15,49 @@ import hashlib
 import os
 import secrets
 from pathlib import Path
+from typing import BinaryIO
 
 import attrs
+import trio
 
 __all__ = ["FileStore", "Upload"]
 
 
 @attrs.define
 class Upload:
-    """A file received into a temporary path, with what was learnt on the way."""
+    """A file received into a temporary path, with what was learnt on the way.
+
+    The temporary file is open between :meth:`open` and :meth:`close`; file
+    I/O runs in worker threads so a slow disk never blocks the event loop.
+    """
 
     temp_path: Path
     file_name: str
     size: int = 0
     sha1: hashlib._Hash = attrs.field(factory=hashlib.sha1)
     sha256: hashlib._Hash = attrs.field(factory=hashlib.sha256)
+    _file: BinaryIO | None = None
 
-    def add(self, data: bytes) -> None:
+    async def open(self) -> None:
+        self._file = await trio.to_thread.run_sync(self.temp_path.open, "wb")
+
+    async def write(self, data: bytes) -> None:
+        """Append ``data`` to the open temporary file and hash it."""
+        if self._file is None:
+            raise ValueError("the upload is not open")
         self.size += len(data)
         self.sha1.update(data)
         self.sha256.update(data)
+        await trio.to_thread.run_sync(self._file.write, data)
+
+    async def close(self) -> None:
+        """Close the temporary file (a no-op if it is not open); never cancelled
+        half-way, so no descriptor leaks."""
+        if self._file is None:
+            return
+        file, self._file = self._file, None
+        with trio.CancelScope(shield=True):
+            await trio.to_thread.run_sync(file.close)
 
     @property
     def checksum(self) -> str:

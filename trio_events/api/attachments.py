@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import mimetypes
 from collections.abc import AsyncGenerator, AsyncIterator
-from typing import Any
 from urllib.parse import quote
 
 import trio
@@ -26,6 +25,7 @@ from ..files import FileStore, Upload
 from ..model import Attachment
 from ..services.attachments import safe_file_name
 from ..wire import attachment_json
+from .body_window import consumed
 from .common import authenticate, discard_body, ok, services
 
 __all__ = ["blueprint", "content_disposition"]
@@ -52,7 +52,7 @@ class _UploadReader:
         self._files = files
         self._decoder = MultipartDecoder(boundary, max_form_memory_size=4 * CHUNK)
         self._uploads = uploads
-        self._handle: Any = None
+        self._open: Upload | None = None
         self.total = 0
         self.done = False
 
@@ -76,17 +76,16 @@ class _UploadReader:
                     )
                 upload = Upload(self._files.new_temp(), safe_file_name(event.filename))
                 self._uploads.append(upload)
-                self._handle = await trio.open_file(upload.temp_path, "wb")
+                await upload.open()
+                self._open = upload
             elif isinstance(event, Field):
                 raise BadRequest("Upload files in multipart parts named 'files'")
-            elif isinstance(event, Data) and self._handle is not None:
-                upload = self._uploads[-1]
-                upload.add(event.data)
-                if upload.size > limits.max_attachment_bytes:
+            elif isinstance(event, Data) and self._open is not None:
+                if self._open.size + len(event.data) > limits.max_attachment_bytes:
                     raise PayloadTooLarge(
                         f"A file is larger than {limits.max_attachment_bytes} bytes"
                     )
-                await self._handle.write(event.data)
+                await self._open.write(event.data)
                 if not event.more_data:
                     await self.close_file()
             elif isinstance(event, Epilogue):
@@ -95,32 +94,42 @@ class _UploadReader:
             event = self._decoder.next_event()
 
     async def close_file(self) -> None:
-        if self._handle is not None:
-            handle, self._handle = self._handle, None
-            with trio.CancelScope(shield=True):
-                await handle.aclose()
+        if self._open is not None:
+            upload, self._open = self._open, None
+            await upload.close()
 
 
 async def _body_pieces() -> AsyncGenerator[bytes | None, None]:
     """The request body in pieces of at most ``CHUNK`` bytes, then ``None``.
 
-    Quart hands over whatever arrived since the last read, which can be
-    megabytes; slicing keeps the decoder's own buffer small.  Each read must
-    arrive within ``request_timeout`` of the previous one: a large upload may
-    take long, a stalled one may not.
+    Quart hands over whatever arrived since the last read, up to the body
+    window; slicing keeps the decoder's own buffer small.  A piece counts as
+    consumed once the caller comes back for the next one (it has been
+    written by then), and whatever was taken but not processed counts when
+    the generator closes, so a refused upload can still be drained.  Each
+    read must arrive within ``request_timeout`` of the previous one: a large
+    upload may take long, a stalled one may not.
     """
     body = aiter(request.body)
     timeout = services().config.server.request_timeout
-    while True:
-        with trio.move_on_after(timeout) as scope:
-            received = await anext(body, None)
-        if scope.cancelled_caught:
-            raise RequestTimeout(f"The upload stalled for {timeout:g} seconds")
-        if received is None:
-            break
-        for start in range(0, len(received), CHUNK):
-            yield received[start : start + CHUNK]
-    yield None
+    held = 0
+    try:
+        while True:
+            with trio.move_on_after(timeout) as scope:
+                received = await anext(body, None)
+            if scope.cancelled_caught:
+                raise RequestTimeout(f"The upload stalled for {timeout:g} seconds")
+            if received is None:
+                break
+            held = len(received)
+            for start in range(0, len(received), CHUNK):
+                piece = received[start : start + CHUNK]
+                yield piece
+                held -= len(piece)
+                consumed(len(piece))
+        yield None
+    finally:
+        consumed(held)
 
 
 async def _receive_uploads(files: FileStore, boundary: bytes, uploads: list[Upload]) -> None:

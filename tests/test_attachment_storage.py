@@ -1,0 +1,146 @@
+"""Uploads against slow or failing storage: memory stays bounded while a body
+streams to disk, and what is on disk stays consistent with the rows.
+
+The memory check does not trust the server's own flow control: an outer ASGI
+wrapper counts the body bytes handed to the app, a wrapped ``Upload.write``
+counts the bytes written to temporary files, and the difference (what sits
+in memory between the two) must stay small while storage is slow.
+"""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import attrs
+import httpx
+import pytest
+import trio
+from hypercorn.typing import ASGIReceiveCallable, ASGIReceiveEvent, ASGISendCallable, Scope
+from quart_trio import QuartTrio
+
+import trio_events
+import trio_events.api
+import trio_events.server
+from trio_events.files import Upload
+from trio_events.services import Services
+
+from .attachment_helpers import (
+    content_path,
+    file_part,
+    metadata,
+    pattern,
+    raw_body,
+    sha1,
+    stored_files,
+    temp_files,
+    upload_ok,
+    upload_raw,
+    world,
+)
+from .helpers import TEST_TIMEOUT, assert_error
+from .rest_helpers import create_room, post
+
+MIB = 1 << 20
+SLOW_WRITE = 0.002  # seconds per write: storage at roughly 30 MB/s
+LARGEST_ALLOWED_GAP = 3 * MIB
+
+AsgiApp = Callable[[Scope, ASGIReceiveCallable, ASGISendCallable], Coroutine[Any, Any, None]]
+
+
+@attrs.define
+class BodyMeter:
+    """Body bytes handed to the app and written to temporary files."""
+
+    received: int = 0
+    written: int = 0
+    largest_gap: int = 0
+
+    def note(self) -> None:
+        self.largest_gap = max(self.largest_gap, self.received - self.written)
+
+
+def counting(app: AsgiApp, meter: BodyMeter) -> AsgiApp:
+    async def asgi_app(scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
+        async def counted() -> ASGIReceiveEvent:
+            message = await receive()
+            if message["type"] == "http.request":
+                meter.received += len(message.get("body", b""))
+                meter.note()
+            return message
+
+        await app(scope, counted, send)
+
+    return asgi_app
+
+
+@pytest.fixture
+def meter(monkeypatch: pytest.MonkeyPatch) -> BodyMeter:
+    """Count body bytes outside the server's flow control, and slow storage down."""
+    meter = BodyMeter()
+    create_app = trio_events.api.create_app
+    write = Upload.write
+
+    def metered_app(svc: Services) -> QuartTrio:
+        app = create_app(svc)
+        app.asgi_app = counting(app.asgi_app, meter)  # type: ignore[method-assign,assignment]
+        return app
+
+    async def slow_write(self: Upload, data: bytes) -> None:
+        await trio.sleep(SLOW_WRITE)
+        await write(self, data)
+        meter.written += len(data)
+        meter.note()
+
+    monkeypatch.setattr(trio_events.server, "create_app", metered_app)
+    monkeypatch.setattr(Upload, "write", slow_write)
+    return meter
+
+
+async def test_a_large_upload_to_slow_storage_is_not_buffered_in_memory(
+    meter: BodyMeter, client: httpx.AsyncClient, server: trio_events.RunningServer
+) -> None:
+    data = pattern(24 * MIB, 11)
+    with trio.fail_after(TEST_TIMEOUT * 2):
+        w = await world(client, server)
+        message_id = await post(client, w.alice, w.room_id)
+        (attachment_id,) = await upload_ok(client, w.alice, message_id, [("big.bin", data)])
+        found = await metadata(client, w.alice, attachment_id)
+        on_disk = stored_files(server)
+        leftovers = temp_files(server)
+    assert meter.written == len(data)
+    assert meter.received > len(data)  # the multipart framing too
+    assert meter.largest_gap <= LARGEST_ALLOWED_GAP, f"{meter.largest_gap / MIB:.1f} MiB held"
+    assert found["fileChecksum"] == sha1(data)
+    assert found["fileSize"] == len(data)
+    assert on_disk == [content_path(server, data)]
+    assert leftovers == []
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+# The client gives up sending once the server closes; httpx then abandons
+# its request-body generator (the un-chunked one is ignored in pyproject).
+@pytest.mark.filterwarnings(
+    "ignore:Async generator 'httpx._content.AsyncIteratorByteStream.__aiter__'"
+    " was garbage collected:ResourceWarning"
+)
+async def test_an_answer_without_reading_the_body_does_not_hang(
+    client: httpx.AsyncClient, server: trio_events.RunningServer, chunked: bool
+) -> None:
+    """A stranger's upload is refused before its body is read, so the window
+    stops receiving long before the body ends: the answer still arrives,
+    says the connection closes, and the client's next request is served."""
+    body = raw_body(file_part(b"big.bin", pattern(12 * MIB, 12)))
+    with trio.fail_after(TEST_TIMEOUT):
+        w = await world(client, server)
+        private = await create_room(client, w.admin, "closed", "Private")
+        message_id = await post(client, w.admin, private)
+        refused = await upload_raw(client, w.alice, message_id, body, chunked=chunked)
+        after = await client.get("/api/v1/status", headers=w.alice.headers)
+        leftovers = temp_files(server)
+    gc.collect()  # the abandoned generator warns now, under this test's filter
+    assert_error(refused, 404)
+    assert refused.headers["connection"] == "close"
+    assert after.status_code == 200
+    assert leftovers == []
