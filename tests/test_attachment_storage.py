@@ -10,7 +10,11 @@ in memory between the two) must stay small while storage is slow.
 from __future__ import annotations
 
 import gc
+import os
+import stat
+import time
 from collections.abc import Callable, Coroutine
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -25,21 +29,25 @@ import trio_events.api
 import trio_events.server
 from trio_events.files import Upload
 from trio_events.services import Services
+from trio_events.services.attachments import ORPHAN_GRACE
 
 from .attachment_helpers import (
     content_path,
+    download,
     file_part,
+    files_root,
     metadata,
     pattern,
     raw_body,
     sha1,
+    sha256,
     stored_files,
     temp_files,
     upload_ok,
     upload_raw,
     world,
 )
-from .helpers import TEST_TIMEOUT, assert_error
+from .helpers import TEST_TIMEOUT, assert_error, make_config, serving
 from .rest_helpers import create_room, post
 
 MIB = 1 << 20
@@ -144,3 +152,111 @@ async def test_an_answer_without_reading_the_body_does_not_hang(
     assert refused.headers["connection"] == "close"
     assert after.status_code == 200
     assert leftovers == []
+
+
+@attrs.frozen
+class Synced:
+    inode: int
+    is_dir: bool
+    names: tuple[str, ...]  # what the directory held, or where the file was
+
+
+def record_fsyncs(monkeypatch: pytest.MonkeyPatch, files: Path) -> list[Synced]:
+    synced: list[Synced] = []
+    fsync = os.fsync
+
+    def recording(fd: int) -> None:
+        info = os.fstat(fd)
+        if stat.S_ISDIR(info.st_mode):
+            names = tuple(sorted(os.listdir(fd)))
+        else:
+            names = tuple(str(p) for p in files.rglob("*") if p.stat().st_ino == info.st_ino)
+        synced.append(Synced(info.st_ino, stat.S_ISDIR(info.st_mode), names))
+        fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", recording)
+    return synced
+
+
+async def test_a_file_reaches_the_disk_before_its_row_refers_to_it(
+    monkeypatch: pytest.MonkeyPatch, client: httpx.AsyncClient, server: trio_events.RunningServer
+) -> None:
+    data = pattern(300_000, 13)
+    with trio.fail_after(TEST_TIMEOUT):
+        w = await world(client, server)
+        message_id = await post(client, w.alice, w.room_id)
+        synced = record_fsyncs(monkeypatch, files_root(server))
+        await upload_ok(client, w.alice, message_id, [("synced.bin", data)])
+    final = content_path(server, data)
+    (file_sync,) = [s for s in synced if s.inode == final.stat().st_ino]
+    assert not file_sync.is_dir
+    assert len(file_sync.names) == 1
+    assert Path(file_sync.names[0]).parent.parent == files_root(server)  # still in tmp/...
+    dir_syncs = [s for s in synced if s.inode == final.parent.stat().st_ino]
+    assert dir_syncs, "the directory was not synced after the rename"
+    assert final.name in dir_syncs[-1].names
+    assert synced.index(file_sync) < synced.index(dir_syncs[-1])
+
+
+async def test_a_damaged_stored_file_is_replaced_by_the_next_upload(
+    client: httpx.AsyncClient, server: trio_events.RunningServer
+) -> None:
+    data = pattern(200_000, 14)
+    with trio.fail_after(TEST_TIMEOUT):
+        w = await world(client, server)
+        first = await post(client, w.alice, w.room_id)
+        (a,) = await upload_ok(client, w.alice, first, [("a.bin", data)])
+        stored = content_path(server, data)
+        stored.write_bytes(data[:1000])  # cut short, as by a power loss
+        second = await post(client, w.alice, w.room_id)
+        (b,) = await upload_ok(client, w.alice, second, [("b.bin", data)])
+        contents = [(await download(client, w.alice, i)).content for i in (a, b)]
+    assert stored.read_bytes() == data
+    assert contents == [data, data]
+
+
+def plant(root: Path, data: bytes, age: float) -> Path:
+    """A content file nobody recorded, last modified ``age`` seconds ago."""
+    digest = sha256(data)
+    path = root / digest[:2] / digest[2:4] / digest
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    when = time.time() - age
+    os.utime(path, (when, when))
+    return path
+
+
+def make_old(path: Path) -> None:
+    when = time.time() - 2 * ORPHAN_GRACE
+    os.utime(path, (when, when))
+
+
+async def test_start_up_sweeps_old_files_no_attachment_refers_to(tmp_path: Path) -> None:
+    config = make_config(tmp_path)
+    kept = b"an attachment"
+    with trio.fail_after(TEST_TIMEOUT):
+        async with serving(config) as (server, client):
+            w = await world(client, server)
+            message_id = await post(client, w.alice, w.room_id)
+            (attachment_id,) = await upload_ok(client, w.alice, message_id, [("k.txt", kept)])
+        root = files_root(server)
+        make_old(content_path(server, kept))
+        old_orphan = plant(root, b"left by a crash", 2 * ORPHAN_GRACE)
+        young_orphan = plant(root, b"placed by another process just now", 60)
+        async with serving(config) as (server, client):
+            fetched = await download(client, w.alice, attachment_id)
+    assert fetched.content == kept
+    assert not old_orphan.exists()
+    assert not old_orphan.parent.exists(), "its emptied directory was left"
+    assert young_orphan.exists()
+    assert content_path(server, kept).exists()
+
+
+async def test_sweep_refuses_a_data_directory_no_row_refers_to(tmp_path: Path) -> None:
+    """Many old files and not one referred to: most likely a worker started
+    on the wrong (empty) database; removing them would lose every file."""
+    planted = [plant(tmp_path / "files", f"file {i}".encode(), 2 * ORPHAN_GRACE) for i in range(12)]
+    with trio.fail_after(TEST_TIMEOUT):
+        async with serving(make_config(tmp_path)):
+            pass
+    assert all(path.exists() for path in planted)

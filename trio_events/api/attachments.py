@@ -87,13 +87,15 @@ class _UploadReader:
                     )
                 await self._open.write(event.data)
                 if not event.more_data:
-                    await self.close_file()
+                    upload, self._open = self._open, None
+                    await upload.finish()
             elif isinstance(event, Epilogue):
                 self.done = True
                 return
             event = self._decoder.next_event()
 
     async def close_file(self) -> None:
+        """Close the file of a part cut short (a no-op once it was finished)."""
         if self._open is not None:
             upload, self._open = self._open, None
             await upload.close()

@@ -5,12 +5,18 @@ only after :meth:`AttachmentService.check_upload` said yes, so a stranger's
 upload is refused before its body is read.  :meth:`attach` then checks again
 and records everything in one transaction, which also moves the files into
 place; if the transaction rolls back, files nobody refers to are removed.
+At start-up, :meth:`AttachmentService.prepare` sweeps away files that no
+attachment refers to (left by a crash; see :mod:`trio_events.files`).
 """
 
 from __future__ import annotations
 
+import logging
+import time
 import unicodedata
 from collections.abc import Sequence
+
+import trio
 
 from ..config import LimitsConfig
 from ..errors import NotFound, PayloadTooLarge
@@ -21,9 +27,16 @@ from ..store import Store, Tx
 from .access import RoomAccess, room_for
 from .outbox import Outbox
 
-__all__ = ["AttachmentService", "release_files", "safe_file_name"]
+__all__ = ["ORPHAN_GRACE", "AttachmentService", "release_files", "safe_file_name"]
+
+log = logging.getLogger("trio_events.files")
 
 MAX_FILE_NAME = 255
+# A file younger than this is never swept: another process sharing the data
+# directory may have just placed it for a row it has yet to commit.
+ORPHAN_GRACE = 3600.0
+SWEEP_BATCH = 500
+SWEEP_GUARD = 10  # more unreferenced files than this and none referenced: wrong database?
 
 
 def safe_file_name(raw: str | None) -> str:
@@ -69,6 +82,59 @@ class AttachmentService:
     @property
     def files(self) -> FileStore:
         return self._files
+
+    async def prepare(self) -> None:
+        """At start-up: clear stale temporary files, then sweep orphans."""
+        await trio.to_thread.run_sync(self._files.prepare)
+        removed = await self.sweep_orphans()
+        if removed:
+            log.info("removed files no attachment refers to count=%d", removed)
+
+    async def sweep_orphans(self, grace: float = ORPHAN_GRACE) -> int:
+        """Remove content files that no attachment refers to and that were
+        last modified more than ``grace`` seconds ago; return how many.
+
+        Each batch is checked and removed inside a write transaction, so no
+        upload of this or another process can place (or commit a row for)
+        one of those files in between; a file placed again since it was
+        listed has a fresh modification time and is kept.  Avatars live in
+        the database, not here.  If many files are there and none is
+        referred to, the data directory most likely belongs to another
+        database (a worker started on an empty one): nothing is removed.
+        """
+        cutoff = time.time() - grace
+        candidates = await trio.to_thread.run_sync(self._files.stale_content, cutoff)
+        batches = [
+            candidates[start : start + SWEEP_BATCH]
+            for start in range(0, len(candidates), SWEEP_BATCH)
+        ]
+        if len(candidates) > SWEEP_GUARD and not await self._any_referenced(batches):
+            log.warning(
+                "not sweeping: no attachment refers to any of %d files under %s;"
+                " is this the data directory of this database?",
+                len(candidates),
+                self._files.root,
+            )
+            return 0
+        removed = 0
+        for batch in batches:
+
+            def sweep(tx: Tx, batch: list[str] = batch) -> int:
+                orphans = set(batch) - tx.content_refs(batch)
+                return sum(self._files.remove_orphan(h, cutoff) for h in sorted(orphans))
+
+            removed += await self._store.write(sweep)
+        return removed
+
+    async def _any_referenced(self, batches: list[list[str]]) -> bool:
+        for batch in batches:
+
+            def refs(tx: Tx, batch: list[str] = batch) -> set[str]:
+                return tx.content_refs(batch)
+
+            if await self._store.read(refs):
+                return True
+        return False
 
     def _check(self, tx: Tx, user: User, message_id: int, adding: int) -> Message:
         message, access = _message_access(tx, user, message_id)
