@@ -1,7 +1,7 @@
 """Helpers for the attachment tests: uploads, downloads and what is on disk.
 
 Files are stored under ``<data_dir>/files/ab/cd/<sha256>`` with uploads in
-progress under ``files/tmp``; ``stored_files`` and ``temp_files`` let a test
+progress under ``files/tmp/<process>/``; ``stored_files`` and ``temp_files`` let a test
 check that nothing was left behind.
 """
 
@@ -130,8 +130,9 @@ def stored_files(server: trio_events.RunningServer) -> list[Path]:
 
 
 def temp_files(server: trio_events.RunningServer) -> list[Path]:
+    """Temporary upload files, in any process's directory under ``files/tmp``."""
     tmp = files_root(server) / "tmp"
-    return sorted(tmp.iterdir()) if tmp.exists() else []
+    return sorted(p for p in tmp.rglob("*") if p.is_file()) if tmp.exists() else []
 
 
 async def attachments_in_store(

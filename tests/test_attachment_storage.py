@@ -13,7 +13,7 @@ import gc
 import os
 import stat
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +27,12 @@ from quart_trio import QuartTrio
 import trio_events
 import trio_events.api
 import trio_events.server
-from trio_events.files import Upload
+from trio_events.files import STALE_TEMP, Upload
 from trio_events.services import Services
 from trio_events.services.attachments import ORPHAN_GRACE
 
 from .attachment_helpers import (
+    BOUNDARY,
     content_path,
     download,
     file_part,
@@ -48,11 +49,12 @@ from .attachment_helpers import (
     world,
 )
 from .helpers import TEST_TIMEOUT, assert_error, make_config, serving
-from .rest_helpers import create_room, post
+from .rest_helpers import body_of, create_room, post
 
 MIB = 1 << 20
 SLOW_WRITE = 0.002  # seconds per write: storage at roughly 30 MB/s
 LARGEST_ALLOWED_GAP = 3 * MIB
+MULTIPART = f"multipart/form-data; boundary={BOUNDARY}"
 
 AsgiApp = Callable[[Scope, ASGIReceiveCallable, ASGISendCallable], Coroutine[Any, Any, None]]
 
@@ -191,7 +193,7 @@ async def test_a_file_reaches_the_disk_before_its_row_refers_to_it(
     (file_sync,) = [s for s in synced if s.inode == final.stat().st_ino]
     assert not file_sync.is_dir
     assert len(file_sync.names) == 1
-    assert Path(file_sync.names[0]).parent.parent == files_root(server)  # still in tmp/...
+    assert Path(file_sync.names[0]).relative_to(files_root(server)).parts[0] == "tmp"
     dir_syncs = [s for s in synced if s.inode == final.parent.stat().st_ino]
     assert dir_syncs, "the directory was not synced after the rename"
     assert final.name in dir_syncs[-1].names
@@ -260,3 +262,78 @@ async def test_sweep_refuses_a_data_directory_no_row_refers_to(tmp_path: Path) -
         async with serving(make_config(tmp_path)):
             pass
     assert all(path.exists() for path in planted)
+
+
+async def test_a_second_process_leaves_the_first_ones_upload_alone(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Two processes share a data directory (README's cluster example): one
+    starting while the other receives an upload must not remove its file."""
+    config = make_config(tmp_path)
+    data = pattern(2 * MIB, 15)
+    body = raw_body(file_part(b"slow.bin", data))
+    writing, resume = trio.Event(), trio.Event()
+    write = Upload.write
+
+    async def noting(self: Upload, piece: bytes) -> None:
+        await write(self, piece)
+        writing.set()
+
+    async def stalled() -> AsyncIterator[bytes]:
+        yield body[: len(body) // 2]
+        await resume.wait()
+        yield body[len(body) // 2 :]
+
+    monkeypatch.setattr(Upload, "write", noting)
+    responses: list[httpx.Response] = []
+    with trio.fail_after(TEST_TIMEOUT):
+        async with serving(config) as (first, client):
+            w = await world(client, first)
+            message_id = await post(client, w.alice, w.room_id)
+
+            async def send() -> None:
+                responses.append(
+                    await client.post(
+                        f"/api/v1/messages/{message_id}/attachments",
+                        content=stalled(),
+                        headers={**w.alice.headers, "Content-Type": MULTIPART},
+                    )
+                )
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(send)
+                await writing.wait()
+                async with serving(config):
+                    pass  # the second process started (and stopped) meanwhile
+                resume.set()
+            (attachment_id,) = body_of(responses[0])["attachmentIds"]
+            fetched = await download(client, w.alice, attachment_id)
+            leftovers = temp_files(first)
+    assert fetched.content == data
+    assert leftovers == []
+
+
+def age(path: Path, seconds: float) -> Path:
+    when = time.time() - seconds
+    os.utime(path, (when, when))
+    return path
+
+
+async def test_start_up_removes_only_stale_temporary_entries(tmp_path: Path) -> None:
+    tmp = tmp_path / "files" / "tmp"
+    (tmp / "4242-dead").mkdir(parents=True)
+    (tmp / "4242-dead" / "upload-1").touch()  # a crashed process's upload
+    age(tmp / "4242-dead" / "upload-1", 2 * STALE_TEMP)
+    age(tmp / "4242-dead", 2 * STALE_TEMP)
+    (tmp / "upload-from-an-older-version").touch()
+    age(tmp / "upload-from-an-older-version", 2 * STALE_TEMP)
+    (tmp / "77-busy").mkdir()
+    (tmp / "77-busy" / "upload-2").touch()  # being written right now
+    age(tmp / "77-busy", 2 * STALE_TEMP)
+    (tmp / "78-idle").mkdir()  # a running process between uploads
+    with trio.fail_after(TEST_TIMEOUT):
+        async with serving(make_config(tmp_path)) as (server, _):
+            own = server.services.attachments.files.tmp
+            entries = sorted(p.name for p in tmp.iterdir())
+    assert entries == sorted(["77-busy", "78-idle", own.name])
+    assert (tmp / "77-busy" / "upload-2").exists()

@@ -1,7 +1,9 @@
 """Attachment bytes on disk, named by their SHA-256, never by a client's name.
 
-Layout under ``<data_dir>/files``: ``tmp/`` for uploads in progress and
-``ab/cd/abcd...`` for stored content.  An upload is streamed into a temporary
+Layout under ``<data_dir>/files``: ``tmp/<process>/`` for uploads in
+progress (each process its own directory, so processes sharing the data
+directory never touch each other's uploads) and ``ab/cd/abcd...`` for stored
+content.  An upload is streamed into a temporary
 file, hashed on the way, flushed to disk (``fsync``), and renamed into place
 inside the write transaction that records it (so placing and removing files
 are serialized with every other write, also across processes sharing the
@@ -24,13 +26,20 @@ import contextlib
 import hashlib
 import os
 import secrets
+import shutil
+import time
 from pathlib import Path
 from typing import BinaryIO
 
 import attrs
 import trio
 
-__all__ = ["FileStore", "Upload"]
+__all__ = ["STALE_TEMP", "FileStore", "Upload"]
+
+# An upload in progress writes its temporary file at least every
+# ``server.request_timeout`` (or is refused), and is placed within a storage
+# wait of its last write: a temporary entry untouched this long is a leftover.
+STALE_TEMP = 3600.0
 
 
 @attrs.define
@@ -50,7 +59,14 @@ class Upload:
     _file: BinaryIO | None = None
 
     async def open(self) -> None:
-        self._file = await trio.to_thread.run_sync(self.temp_path.open, "wb")
+        self._file = await trio.to_thread.run_sync(self._open)
+
+    def _open(self) -> BinaryIO:
+        try:
+            return self.temp_path.open("wb")
+        except FileNotFoundError:  # swept by another process after a long idle spell
+            self.temp_path.parent.mkdir(parents=True, exist_ok=True)
+            return self.temp_path.open("wb")
 
     async def write(self, data: bytes) -> None:
         """Append ``data`` to the open temporary file and hash it."""
@@ -113,13 +129,20 @@ def _is_hex(name: str, length: int) -> bool:
 class FileStore:
     def __init__(self, root: Path) -> None:
         self.root = root
-        self.tmp = root / "tmp"
+        self.tmp = root / "tmp" / f"{os.getpid()}-{secrets.token_hex(4)}"
 
     def prepare(self) -> None:
-        self.tmp.mkdir(parents=True, exist_ok=True)
-        for leftover in self.tmp.iterdir():  # uploads cut short by a crash
-            with contextlib.suppress(OSError):
-                leftover.unlink()
+        """Create this process's temporary directory; remove temporary entries
+        (other processes' directories, files of older versions) untouched for
+        ``STALE_TEMP``: uploads cut short by a crash.  Entries in use by a
+        running process are fresher than that and stay."""
+        temp_root = self.tmp.parent
+        temp_root.mkdir(parents=True, exist_ok=True)
+        cutoff = time.time() - STALE_TEMP
+        for entry in temp_root.iterdir():
+            if entry != self.tmp and _newest_change(entry) < cutoff:
+                _remove_tree(entry)
+        self.tmp.mkdir(exist_ok=True)
 
     def new_temp(self) -> Path:
         return self.tmp / f"upload-{secrets.token_hex(8)}"
@@ -206,6 +229,24 @@ def _entries(parent: Path, length: int, *, directories: bool) -> list[Path]:
             ]
     except FileNotFoundError:
         return []
+
+
+def _newest_change(entry: Path) -> float:
+    """The latest modification time of ``entry`` and, for a directory, of
+    what it holds."""
+    newest = _mtime(entry)
+    if entry.is_dir() and not entry.is_symlink():
+        with contextlib.suppress(FileNotFoundError):
+            newest = max([newest, *(_mtime(child) for child in entry.iterdir())])
+    return newest
+
+
+def _remove_tree(entry: Path) -> None:
+    if entry.is_dir() and not entry.is_symlink():
+        shutil.rmtree(entry, ignore_errors=True)
+    else:
+        with contextlib.suppress(OSError):
+            entry.unlink()
 
 
 def _mtime(path: Path) -> float:
