@@ -295,6 +295,33 @@ async def test_names_with_url_delimiters_download_when_encoded(
     assert disposition_names(fetched.headers["content-disposition"])[1] == name
 
 
+@pytest.mark.parametrize("name", ["#1 notes.txt", "?what.txt", "#"])
+async def test_the_stock_clients_unencoded_url_still_downloads(
+    client: httpx.AsyncClient, server: trio_events.RunningServer, name: str
+) -> None:
+    """The Virola web client builds ``/attachments/<id>/<raw name>``; from a
+    leading ``#`` or ``?`` on, the browser sends a fragment or a query, so
+    the server sees ``/attachments/<id>/``."""
+    with trio.fail_after(TEST_TIMEOUT):
+        w = await world(client, server, "Private")
+        (carol,) = await user_actors(client, server, "carol")
+        message_id = await post(client, w.alice, w.room_id)
+        (attachment_id,) = await upload_ok(client, w.alice, message_id, [(name, b"odd name")])
+        url = f"/api/v1/attachments/{attachment_id}/{name}"
+        fetched = await client.get(url, headers=w.bob.headers)
+        outsider = await client.get(url, headers=carol.headers)
+        anonymous = await client.get(url)
+        missing = await client.get("/api/v1/attachments/999999/", headers=w.bob.headers)
+    assert fetched.request.url.path == f"/api/v1/attachments/{attachment_id}/"
+    assert fetched.status_code == 200, fetched.text
+    assert fetched.content == b"odd name"
+    assert disposition_names(fetched.headers["content-disposition"])[1] == name
+    assert_error(outsider, 404)
+    assert b"odd name" not in outsider.content
+    assert_error(anonymous, 401)
+    assert_error(missing, 404)
+
+
 async def test_only_author_or_moderator_may_attach_or_delete(
     client: httpx.AsyncClient, server: trio_events.RunningServer
 ) -> None:

@@ -205,9 +205,16 @@ def _file_response(attachment: Attachment, files: FileStore) -> Response:
     return response
 
 
+@blueprint.get("/attachments/<int:attachment_id>/", defaults={"file_name": ""})
 @blueprint.get("/attachments/<int:attachment_id>/<path:file_name>")
 async def download(attachment_id: int, file_name: str) -> Response:
-    """The bytes; the name in the URL is for the browser, the id decides."""
+    """The bytes; the name in the URL is for the browser, the id decides.
+
+    The name may be empty: the stock Virola web client puts the raw file
+    name in the URL, so for ``#1 notes.txt`` the browser asks for
+    ``/attachments/<id>/`` (the rest is a fragment, and a ``?`` starts a
+    query).  Content-Disposition still names the file.
+    """
     principal = await authenticate()
     svc = services()
     attachment = await svc.attachments.get(principal.user, attachment_id)
