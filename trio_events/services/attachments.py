@@ -32,6 +32,7 @@ __all__ = ["ORPHAN_GRACE", "AttachmentService", "release_files", "safe_file_name
 log = logging.getLogger("trio_events.files")
 
 MAX_FILE_NAME = 255
+MAX_EXTENSION = 16  # a longer "extension" is just part of the name
 # A file younger than this is never swept: another process sharing the data
 # directory may have just placed it for a row it has yet to commit.
 ORPHAN_GRACE = 3600.0
@@ -44,9 +45,47 @@ def safe_file_name(raw: str | None) -> str:
     characters, at most 255 characters.  It is never used as a path."""
     name = (raw or "").replace("\\", "/").rsplit("/", 1)[-1]
     name = "".join(ch for ch in name if unicodedata.category(ch)[0] != "C").strip()
-    if name in ("", ".", ".."):
-        name = "file"
-    return name[:MAX_FILE_NAME]
+    name = _shorten(name, MAX_FILE_NAME)
+    return "file" if name in ("", ".", "..") else name
+
+
+def _shorten(name: str, limit: int) -> str:
+    """``name`` in at most ``limit`` characters, keeping its extension (the
+    download's Content-Type is guessed from it) and whole characters."""
+    if len(name) <= limit:
+        return name
+    stem, dot, extension = name.rpartition(".")
+    if stem and dot and 0 < len(extension) < MAX_EXTENSION:
+        return _cut(stem, limit - 1 - len(extension)) + dot + extension
+    return _cut(name, limit)
+
+
+def _cut(text: str, length: int) -> str:
+    """The first ``length`` code points of ``text``, or fewer so as not to
+    split a character: a letter from its combining marks, an emoji from its
+    skin-tone modifier, a flag's two regional indicators.  A single
+    character longer than ``length`` is cut anyway."""
+    end = length
+    while 0 < end < len(text) and _joins_previous(text, end):
+        end -= 1
+    return text[: end or length]
+
+
+def _joins_previous(text: str, index: int) -> bool:
+    """Whether ``text[index]`` belongs to the same character as the code point before it."""
+    ch = text[index]
+    if unicodedata.category(ch) in ("Mn", "Mc", "Me") or "\U0001f3fb" <= ch <= "\U0001f3ff":
+        return True
+    if not _is_regional(ch):
+        return False
+    run = 0  # regional indicators pair up from the start of their run
+    while index - run > 0 and _is_regional(text[index - run - 1]):
+        run += 1
+    return run % 2 == 1
+
+
+def _is_regional(ch: str) -> bool:
+    return "\U0001f1e6" <= ch <= "\U0001f1ff"
 
 
 def release_files(tx: Tx, files: FileStore, content_hashes: set[str]) -> None:
