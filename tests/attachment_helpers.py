@@ -268,3 +268,9 @@ WRONG_IMAGE_TYPES = {
     "riff-not-webp": b"RIFF\x10\x00\x00\x00WAVEfmt " + bytes(16),
     "pdf": b"%PDF-1.7\n" + bytes(32),
 }
+DAMAGED_IMAGES = {
+    "gif-magic-and-four-bytes": b"GIF89a....",
+    "png-cut-short": PNG[:-20],
+    "jpeg-without-end": JPEG[:-2],
+    "webp-cut-short": WEBP[:-3],
+}

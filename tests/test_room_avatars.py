@@ -13,7 +13,7 @@ import trio
 
 import trio_events
 
-from .attachment_helpers import GIF, IMAGES, PNG, WEBP, WRONG_IMAGE_TYPES
+from .attachment_helpers import DAMAGED_IMAGES, GIF, IMAGES, PNG, WEBP, WRONG_IMAGE_TYPES
 from .helpers import TEST_TIMEOUT, assert_error, make_config, serving
 from .rest_helpers import (
     Actor,
@@ -130,6 +130,25 @@ async def test_wrong_content_is_415_and_changes_nothing(
         kept = await client.get(avatar_url(room_id), headers=member.headers)
         after = await room_of(client, member, room_id)
     assert_error(response, 415)
+    assert events == []
+    assert kept.content == PNG
+    assert after == before
+
+
+@pytest.mark.parametrize("case", sorted(DAMAGED_IMAGES))
+async def test_damaged_image_is_400_and_changes_nothing(
+    client: httpx.AsyncClient, server: trio_events.RunningServer, case: str
+) -> None:
+    with trio.fail_after(TEST_TIMEOUT):
+        admin, _, member, _, room_id = await setup(client, server)
+        body_of(await put_avatar(client, admin, room_id, PNG))
+        before = await room_of(client, member, room_id)
+        mark = await latest_event_id(server)
+        response = await put_avatar(client, admin, room_id, DAMAGED_IMAGES[case])
+        events = await client_events_after(server, mark)
+        kept = await client.get(avatar_url(room_id), headers=member.headers)
+        after = await room_of(client, member, room_id)
+    assert "image is truncated or damaged" in assert_error(response, 400)["errorText"]
     assert events == []
     assert kept.content == PNG
     assert after == before

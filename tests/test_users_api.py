@@ -324,6 +324,27 @@ async def test_wrong_avatar_content_is_415_and_changes_nothing(
     assert after == before
 
 
+async def test_a_truncated_avatar_is_400_and_changes_nothing(
+    client: httpx.AsyncClient, server: trio_events.RunningServer
+) -> None:
+    """``GIF89a`` and four bytes passed the old magic-number check."""
+    with trio.fail_after(TEST_TIMEOUT):
+        user, headers = await login_user(client, server, "alice")
+        url = f"/api/v1/users/{user.user_id}/avatar.jpg"
+        assert (await client.put(url, content=PNG, headers=headers)).status_code == 200
+        before = await listed_user(client, headers, user.user_id)
+        response = await client.put(url, content=b"GIF89a....", headers=headers)
+        kept = await client.get(url, headers=headers)
+        after = await listed_user(client, headers, user.user_id)
+    assert_error(
+        response,
+        400,
+        "The GIF image is truncated or damaged: it ends inside the logical screen descriptor",
+    )
+    assert kept.content == PNG
+    assert after == before
+
+
 async def test_avatar_too_big(tmp_path: Path) -> None:
     config = make_config(tmp_path, limits={"max_avatar_bytes": 100})
     with trio.fail_after(TEST_TIMEOUT):
