@@ -17,6 +17,7 @@ import trio
 
 import trio_events
 from trio_events.config import Config
+from trio_events.files import Upload
 from trio_events.services.attachments import safe_file_name
 
 from .attachment_helpers import (
@@ -153,6 +154,37 @@ async def test_limits_refuse_with_413_and_leave_nothing(tmp_path: Path, case: st
 
 async def test_message_already_full_is_refused(tmp_path: Path) -> None:
     await assert_refused_cleanly(tmp_path, httpx_files(SMALL), 413, already=FILES_LIMIT)
+
+
+@pytest.mark.parametrize("chunked_body", [False, True])
+async def test_too_many_with_existing_is_refused_before_writing_the_extra_file(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, chunked_body: bool
+) -> None:
+    """The message has two of its three files: the second part of this
+    upload is refused when it starts, not after it was written to disk."""
+    opened: list[str] = []
+    open_upload = Upload.open
+
+    async def recording(self: Upload) -> None:
+        opened.append(self.file_name)
+        await open_upload(self)
+
+    monkeypatch.setattr(Upload, "open", recording)
+    parts = [("fits.txt", b"fits"), ("extra.bin", pattern(FILE_LIMIT, 9))]
+    attempt = chunked(*parts) if chunked_body else httpx_files(*parts)
+    with trio.fail_after(TEST_TIMEOUT):
+        async with serving(limited(tmp_path)) as (server, client):
+            w = await world(client, server)
+            message_id = await post(client, w.alice, w.room_id)
+            await upload_ok(client, w.alice, message_id, [("1", b"one"), ("2", b"two")])
+            opened.clear()
+            response = await attempt(client, w, message_id)
+            rows = await attachments_in_store(server, [message_id])
+            leftovers = temp_files(server)
+    assert_error(response, 413, f"A message can have at most {FILES_LIMIT} attachments")
+    assert opened == ["fits.txt"]
+    assert len(rows[message_id]) == 2
+    assert leftovers == []
 
 
 async def test_limits_allow_exactly_the_maximum(tmp_path: Path) -> None:

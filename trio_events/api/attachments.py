@@ -47,8 +47,9 @@ class _UploadReader:
     caller can remove every temporary file whatever happens.
     """
 
-    def __init__(self, files: FileStore, boundary: bytes, uploads: list[Upload]) -> None:
+    def __init__(self, files: FileStore, boundary: bytes, uploads: list[Upload], room: int) -> None:
         self._limits = services().config.limits
+        self._room = room
         self._files = files
         self._decoder = MultipartDecoder(boundary, max_form_memory_size=4 * CHUNK)
         self._uploads = uploads
@@ -70,9 +71,9 @@ class _UploadReader:
             if isinstance(event, File):
                 if event.name != "files":
                     raise BadRequest("Upload files in multipart parts named 'files'")
-                if len(self._uploads) >= limits.max_files_per_message:
+                if len(self._uploads) >= self._room:
                     raise PayloadTooLarge(
-                        f"At most {limits.max_files_per_message} files per message"
+                        f"A message can have at most {limits.max_files_per_message} attachments"
                     )
                 upload = Upload(self._files.new_temp(), safe_file_name(event.filename))
                 self._uploads.append(upload)
@@ -134,8 +135,10 @@ async def _body_pieces() -> AsyncGenerator[bytes | None, None]:
         consumed(held)
 
 
-async def _receive_uploads(files: FileStore, boundary: bytes, uploads: list[Upload]) -> None:
-    reader = _UploadReader(files, boundary, uploads)
+async def _receive_uploads(
+    files: FileStore, boundary: bytes, uploads: list[Upload], room: int
+) -> None:
+    reader = _UploadReader(files, boundary, uploads, room)
     try:
         async with contextlib.aclosing(_body_pieces()) as pieces:
             async for piece in pieces:
@@ -158,7 +161,7 @@ async def _receive_uploads(files: FileStore, boundary: bytes, uploads: list[Uplo
 async def upload(message_id: int) -> Response:
     principal = await authenticate()
     svc = services()
-    await svc.attachments.check_upload(principal.user, message_id)
+    room = await svc.attachments.check_upload(principal.user, message_id)
     limits = svc.config.limits
     if request.content_length is not None and request.content_length > limits.max_upload_bytes:
         raise PayloadTooLarge(f"The upload is larger than {limits.max_upload_bytes} bytes")
@@ -169,7 +172,7 @@ async def upload(message_id: int) -> Response:
     files = svc.attachments.files
     uploads: list[Upload] = []
     try:
-        await _receive_uploads(files, boundary.encode("latin-1"), uploads)
+        await _receive_uploads(files, boundary.encode("latin-1"), uploads, room)
         ids = await svc.attachments.attach(principal.user, message_id, uploads)
     finally:
         for item in uploads:

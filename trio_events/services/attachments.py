@@ -185,9 +185,17 @@ class AttachmentService:
             )
         return message
 
-    async def check_upload(self, user: User, message_id: int) -> None:
-        """Refuse (404/403/413) before any byte of the body is read."""
-        await self._store.read(lambda tx: self._check(tx, user, message_id, 1))
+    async def check_upload(self, user: User, message_id: int) -> int:
+        """Refuse (404/403/413) before any byte of the body is read; return
+        how many files the message may still get, so that the upload is
+        refused at the first part past that, not after all were written.
+        :meth:`attach` checks again (another upload may come first)."""
+
+        def room(tx: Tx) -> int:
+            message = self._check(tx, user, message_id, 1)
+            return self._limits.max_files_per_message - len(message.attachments)
+
+        return await self._store.read(room)
 
     async def attach(self, user: User, message_id: int, uploads: Sequence[Upload]) -> list[int]:
         now = now_ms()
