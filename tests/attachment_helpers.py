@@ -1,14 +1,16 @@
 """Helpers for the attachment tests: uploads, downloads and what is on disk.
 
 Files are stored under ``<data_dir>/files/ab/cd/<sha256>`` with uploads in
-progress under ``files/tmp``; ``stored_files`` and ``temp_files`` let a test
+progress under ``files/tmp/<process>/``; ``stored_files`` and ``temp_files`` let a test
 check that nothing was left behind.
 """
 
 from __future__ import annotations
 
 import hashlib
+import struct
 import unicodedata
+import zlib
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -130,8 +132,9 @@ def stored_files(server: trio_events.RunningServer) -> list[Path]:
 
 
 def temp_files(server: trio_events.RunningServer) -> list[Path]:
+    """Temporary upload files, in any process's directory under ``files/tmp``."""
     tmp = files_root(server) / "tmp"
-    return sorted(tmp.iterdir()) if tmp.exists() else []
+    return sorted(p for p in tmp.rglob("*") if p.is_file()) if tmp.exists() else []
 
 
 async def attachments_in_store(
@@ -200,3 +203,74 @@ def is_safe_name(name: str) -> bool:
         and name not in (".", "..")
         and not any(unicodedata.category(ch)[0] == "C" for ch in name)
     )
+
+
+# Avatar images: small but well-formed headers of each accepted format.
+
+
+def png_image(width: int = 1, height: int = 1) -> bytes:
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data).to_bytes(4, "big")
+        return len(data).to_bytes(4, "big") + kind + data + crc
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    pixels = zlib.compress((b"\x00" + b"\xff\x00\x00" * width) * height)
+    signature = b"\x89PNG\r\n\x1a\n"
+    return signature + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+
+
+def jpeg_image(width: int = 1, height: int = 1) -> bytes:
+    def segment(marker: int, data: bytes) -> bytes:
+        return bytes([0xFF, marker]) + (len(data) + 2).to_bytes(2, "big") + data
+
+    app0 = segment(0xE0, b"JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00")
+    dqt = segment(0xDB, b"\x00" + bytes([1] * 64))
+    sof0 = segment(0xC0, struct.pack(">BHHB", 8, height, width, 1) + b"\x01\x11\x00")
+    dht = segment(0xC4, b"\x00" + bytes([1] + [0] * 15) + b"\x00")
+    sos = segment(0xDA, b"\x01\x01\x00\x00\x3f\x00")
+    return b"\xff\xd8" + app0 + dqt + sof0 + dht + sos + b"\x00\x00" + b"\xff\xd9"
+
+
+def gif_image(width: int = 1, height: int = 1) -> bytes:
+    screen = struct.pack("<HHBBB", width, height, 0x80, 0, 0) + b"\xff\xff\xff\x00\x00\x00"
+    image = b"," + struct.pack("<HHHHB", 0, 0, width, height, 0) + b"\x02\x02D\x01\x00"
+    return b"GIF89a" + screen + image + b";"
+
+
+def webp_image(kind: str = "VP8 ", width: int = 1, height: int = 1) -> bytes:
+    if kind == "VP8 ":
+        data = b"\x30\x01\x00\x9d\x01\x2a" + struct.pack("<HH", width, height) + bytes(8)
+    elif kind == "VP8L":
+        bits = (width - 1) | (height - 1) << 14
+        data = b"\x2f" + bits.to_bytes(4, "little") + bytes(4)
+    else:
+        data = b"\x00\x00\x00\x00" + (width - 1).to_bytes(3, "little")
+        data += (height - 1).to_bytes(3, "little")
+    chunk = kind.encode() + len(data).to_bytes(4, "little") + data + b"\x00" * (len(data) % 2)
+    return b"RIFF" + (4 + len(chunk)).to_bytes(4, "little") + b"WEBP" + chunk
+
+
+PNG = png_image()
+JPEG = jpeg_image()
+GIF = gif_image()
+WEBP = webp_image()
+IMAGES = [
+    (PNG, "image/png", "png"),
+    (JPEG, "image/jpeg", "jpg"),
+    (GIF, "image/gif", "gif"),
+    (WEBP, "image/webp", "webp"),
+]
+WRONG_IMAGE_TYPES = {
+    "text": b"just some text, not an image",
+    "html": b"<html><body>hi</body></html>",
+    "svg": b'<svg xmlns="http://www.w3.org/2000/svg"/>',
+    "truncated-png-magic": b"\x89PNG\r\n",
+    "riff-not-webp": b"RIFF\x10\x00\x00\x00WAVEfmt " + bytes(16),
+    "pdf": b"%PDF-1.7\n" + bytes(32),
+}
+DAMAGED_IMAGES = {
+    "gif-magic-and-four-bytes": b"GIF89a....",
+    "png-cut-short": PNG[:-20],
+    "jpeg-without-end": JPEG[:-2],
+    "webp-cut-short": WEBP[:-3],
+}

@@ -17,6 +17,8 @@ import trio
 
 import trio_events
 from trio_events.config import Config
+from trio_events.files import Upload
+from trio_events.services.attachments import safe_file_name
 
 from .attachment_helpers import (
     World,
@@ -154,6 +156,37 @@ async def test_message_already_full_is_refused(tmp_path: Path) -> None:
     await assert_refused_cleanly(tmp_path, httpx_files(SMALL), 413, already=FILES_LIMIT)
 
 
+@pytest.mark.parametrize("chunked_body", [False, True])
+async def test_too_many_with_existing_is_refused_before_writing_the_extra_file(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, chunked_body: bool
+) -> None:
+    """The message has two of its three files: the second part of this
+    upload is refused when it starts, not after it was written to disk."""
+    opened: list[str] = []
+    open_upload = Upload.open
+
+    async def recording(self: Upload) -> None:
+        opened.append(self.file_name)
+        await open_upload(self)
+
+    monkeypatch.setattr(Upload, "open", recording)
+    parts = [("fits.txt", b"fits"), ("extra.bin", pattern(FILE_LIMIT, 9))]
+    attempt = chunked(*parts) if chunked_body else httpx_files(*parts)
+    with trio.fail_after(TEST_TIMEOUT):
+        async with serving(limited(tmp_path)) as (server, client):
+            w = await world(client, server)
+            message_id = await post(client, w.alice, w.room_id)
+            await upload_ok(client, w.alice, message_id, [("1", b"one"), ("2", b"two")])
+            opened.clear()
+            response = await attempt(client, w, message_id)
+            rows = await attachments_in_store(server, [message_id])
+            leftovers = temp_files(server)
+    assert_error(response, 413, f"A message can have at most {FILES_LIMIT} attachments")
+    assert opened == ["fits.txt"]
+    assert len(rows[message_id]) == 2
+    assert leftovers == []
+
+
 async def test_limits_allow_exactly_the_maximum(tmp_path: Path) -> None:
     files = [AT_LIMIT, SMALL, ("empty.txt", b"")]
     with trio.fail_after(TEST_TIMEOUT):
@@ -204,7 +237,7 @@ TRAVERSAL_NAMES: dict[str, tuple[bytes, str | None]] = {
     "controls": (b"a\x07b\x1b[31mc\x7f.txt", None),
     "only-dots": (b"..", None),
     "trailing-slash": (b"dir/", None),
-    "long": (b"n" * 996 + b".txt", None),
+    "long": (b"n" * 996 + b".txt", "n" * 251 + ".txt"),
     "long-unicode": (("ж" * 1000).encode(), None),
 }
 
@@ -237,11 +270,48 @@ async def test_client_file_names_are_display_names_only(
     assert not [p for p in data_dir.rglob("*") if p.name in {"passwd", "win.ini", "shadow"}]
 
 
+SHORTENED = {
+    "extension-kept": ("a" * 5000 + ".txt", "a" * 251 + ".txt"),
+    "combining-marks-stay-with-their-letter": ("e\u0301" * 200 + ".pdf", "e\u0301" * 125 + ".pdf"),
+    "flags-stay-whole": ("\U0001f1e9\U0001f1ea" * 200, "\U0001f1e9\U0001f1ea" * 127),
+    "skin-tone-stays-with-its-emoji": (
+        "z" * 250 + "\U0001f44d\U0001f3fd" + "zz.txt",
+        "z" * 250 + ".txt",
+    ),
+    "long-extension-is-just-name": ("a." + "b" * 5000, "a." + "b" * 253),
+    "short-name-untouched": ("résumé 2024.pdf", "résumé 2024.pdf"),
+    "exactly-255": ("c" * 251 + ".txt", "c" * 251 + ".txt"),
+    "one-character-longer-than-the-limit": ("e" + "\u0301" * 400, "e" + "\u0301" * 254),
+}
+
+
+@pytest.mark.parametrize("case", sorted(SHORTENED))
+def test_long_names_are_shortened_keeping_extension_and_characters(case: str) -> None:
+    raw, expected = SHORTENED[case]
+    assert safe_file_name(raw) == expected
+    assert len(expected) <= 255
+
+
+async def test_a_shortened_name_keeps_its_content_type(
+    client: httpx.AsyncClient, server: trio_events.RunningServer
+) -> None:
+    name = "notes " * 1000 + ".txt"
+    with trio.fail_after(TEST_TIMEOUT):
+        w = await world(client, server)
+        message_id = await post(client, w.alice, w.room_id)
+        (attachment_id,) = await upload_ok(client, w.alice, message_id, [(name, b"text")])
+        found = await metadata(client, w.alice, attachment_id)
+        fetched = await download(client, w.alice, attachment_id, "x")
+    assert found["fileName"].endswith("notes.txt")
+    assert len(found["fileName"]) == 255
+    assert fetched.headers["content-type"].startswith("text/plain")
+
+
 HTTPX_NAMES = {
     "../../etc/passwd": "passwd",
     "..\\..\\win.ini": "win.ini",
     "C:\\Windows\\evil.dll": "evil.dll",
-    "x" * 1000 + ".bin": "x" * 255,
+    "x" * 1000 + ".bin": "x" * 251 + ".bin",
     "tab\there.txt": None,  # httpx sends control characters percent-encoded
     "/": "file",
 }

@@ -7,7 +7,7 @@ What happens on disk (limits, names, deduplication, removal) is in
 from __future__ import annotations
 
 from pathlib import Path
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
 import httpx
 import pytest
@@ -248,6 +248,78 @@ async def test_non_members_of_a_private_room_get_404(
     assert_error(anonymous, 401)
     assert events == []
     assert still.content == b"secret"
+
+
+async def test_a_removed_member_loses_access_to_attachments(
+    client: httpx.AsyncClient, server: trio_events.RunningServer
+) -> None:
+    """Even to the files of the message they wrote themselves."""
+    with trio.fail_after(TEST_TIMEOUT):
+        w = await world(client, server, "Private")
+        message_id = await post(client, w.bob, w.room_id)
+        (attachment_id,) = await upload_ok(client, w.bob, message_id, [("b.txt", b"bob's")])
+        before = await download(client, w.bob, attachment_id, "b.txt")
+        body_of(
+            await client.delete(
+                f"/api/v1/rooms/{w.room_id}/members/{w.bob.user_id}", headers=w.admin.headers
+            )
+        )
+        mark = await latest_event_id(server)
+        meta = await client.get(f"/api/v1/attachments/{attachment_id}", headers=w.bob.headers)
+        dl = await download(client, w.bob, attachment_id, "b.txt")
+        more = await upload(client, w.bob, message_id, [("c.txt", b"more")])
+        delete = await delete_attachment(client, w.bob, attachment_id)
+        events = await client_events_after(server, mark)
+        still = await download(client, w.alice, attachment_id, "b.txt")
+    assert before.content == b"bob's"
+    for response in (meta, dl, more, delete):
+        assert_error(response, 404)
+    assert b"bob's" not in dl.content
+    assert events == []
+    assert still.content == b"bob's"
+
+
+@pytest.mark.parametrize("name", ["#1 notes.txt", "?what.txt", "#", "?", "a#b?c.txt"])
+async def test_names_with_url_delimiters_download_when_encoded(
+    client: httpx.AsyncClient, server: trio_events.RunningServer, name: str
+) -> None:
+    with trio.fail_after(TEST_TIMEOUT):
+        w = await world(client, server)
+        message_id = await post(client, w.alice, w.room_id)
+        (attachment_id,) = await upload_ok(client, w.alice, message_id, [(name, b"odd name")])
+        found = await metadata(client, w.alice, attachment_id)
+        fetched = await download(client, w.alice, attachment_id, quote(name, safe=""))
+    assert found["fileName"] == name
+    assert fetched.status_code == 200
+    assert fetched.content == b"odd name"
+    assert disposition_names(fetched.headers["content-disposition"])[1] == name
+
+
+@pytest.mark.parametrize("name", ["#1 notes.txt", "?what.txt", "#"])
+async def test_the_stock_clients_unencoded_url_still_downloads(
+    client: httpx.AsyncClient, server: trio_events.RunningServer, name: str
+) -> None:
+    """The Virola web client builds ``/attachments/<id>/<raw name>``; from a
+    leading ``#`` or ``?`` on, the browser sends a fragment or a query, so
+    the server sees ``/attachments/<id>/``."""
+    with trio.fail_after(TEST_TIMEOUT):
+        w = await world(client, server, "Private")
+        (carol,) = await user_actors(client, server, "carol")
+        message_id = await post(client, w.alice, w.room_id)
+        (attachment_id,) = await upload_ok(client, w.alice, message_id, [(name, b"odd name")])
+        url = f"/api/v1/attachments/{attachment_id}/{name}"
+        fetched = await client.get(url, headers=w.bob.headers)
+        outsider = await client.get(url, headers=carol.headers)
+        anonymous = await client.get(url)
+        missing = await client.get("/api/v1/attachments/999999/", headers=w.bob.headers)
+    assert fetched.request.url.path == f"/api/v1/attachments/{attachment_id}/"
+    assert fetched.status_code == 200, fetched.text
+    assert fetched.content == b"odd name"
+    assert disposition_names(fetched.headers["content-disposition"])[1] == name
+    assert_error(outsider, 404)
+    assert b"odd name" not in outsider.content
+    assert_error(anonymous, 401)
+    assert_error(missing, 404)
 
 
 async def test_only_author_or_moderator_may_attach_or_delete(

@@ -13,6 +13,7 @@ import trio
 
 import trio_events
 
+from .attachment_helpers import DAMAGED_IMAGES, GIF, IMAGES, PNG, WEBP, WRONG_IMAGE_TYPES
 from .helpers import TEST_TIMEOUT, assert_error, make_config, serving
 from .rest_helpers import (
     Actor,
@@ -26,13 +27,6 @@ from .rest_helpers import (
     shape,
     user_actors,
 )
-
-PNG = b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\rIHDR" + bytes(range(64))
-JPEG = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + bytes(range(40))
-GIF = b"GIF89a" + bytes(32)
-WEBP = b"RIFF" + (40).to_bytes(4, "little") + b"WEBPVP8 " + bytes(32)
-IMAGES = [(PNG, "image/png", "png"), (JPEG, "image/jpeg", "jpg"), (GIF, "image/gif", "gif")]
-IMAGES.append((WEBP, "image/webp", "webp"))
 
 
 def avatar_url(room_id: int) -> str:
@@ -118,17 +112,7 @@ async def test_who_may_set_and_see_a_room_avatar(
     assert public_get.content == WEBP
 
 
-WRONG_TYPES = {
-    "text": b"just some text, not an image",
-    "html": b"<html><body>hi</body></html>",
-    "svg": b'<svg xmlns="http://www.w3.org/2000/svg"/>',
-    "truncated-png-magic": b"\x89PNG\r\n",
-    "riff-not-webp": b"RIFF\x10\x00\x00\x00WAVEfmt " + bytes(16),
-    "pdf": b"%PDF-1.7\n" + bytes(32),
-}
-
-
-@pytest.mark.parametrize("case", sorted(WRONG_TYPES))
+@pytest.mark.parametrize("case", sorted(WRONG_IMAGE_TYPES))
 async def test_wrong_content_is_415_and_changes_nothing(
     client: httpx.AsyncClient, server: trio_events.RunningServer, case: str
 ) -> None:
@@ -139,13 +123,32 @@ async def test_wrong_content_is_415_and_changes_nothing(
         mark = await latest_event_id(server)
         response = await client.put(
             avatar_url(room_id),
-            content=WRONG_TYPES[case],
+            content=WRONG_IMAGE_TYPES[case],
             headers={**admin.headers, "Content-Type": "image/png"},
         )
         events = await client_events_after(server, mark)
         kept = await client.get(avatar_url(room_id), headers=member.headers)
         after = await room_of(client, member, room_id)
     assert_error(response, 415)
+    assert events == []
+    assert kept.content == PNG
+    assert after == before
+
+
+@pytest.mark.parametrize("case", sorted(DAMAGED_IMAGES))
+async def test_damaged_image_is_400_and_changes_nothing(
+    client: httpx.AsyncClient, server: trio_events.RunningServer, case: str
+) -> None:
+    with trio.fail_after(TEST_TIMEOUT):
+        admin, _, member, _, room_id = await setup(client, server)
+        body_of(await put_avatar(client, admin, room_id, PNG))
+        before = await room_of(client, member, room_id)
+        mark = await latest_event_id(server)
+        response = await put_avatar(client, admin, room_id, DAMAGED_IMAGES[case])
+        events = await client_events_after(server, mark)
+        kept = await client.get(avatar_url(room_id), headers=member.headers)
+        after = await room_of(client, member, room_id)
+    assert "image is truncated or damaged" in assert_error(response, 400)["errorText"]
     assert events == []
     assert kept.content == PNG
     assert after == before

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import httpx
+import pytest
 import trio
 
 import trio_events
+import trio_events.services.users
 
+from .attachment_helpers import GIF, PNG, WEBP, WRONG_IMAGE_TYPES
 from .helpers import (
     ADMIN_NAME,
     ADMIN_PASSWORD,
@@ -33,7 +37,6 @@ USER_FIELDS = {
     "createdUtc",
     "lastModifiedUtc",
 }
-PNG = b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\rIHDR" + bytes(range(64))
 
 
 async def test_list_users_has_exactly_the_contract_fields(
@@ -240,7 +243,7 @@ async def test_admin_sets_another_users_avatar(
         user, headers = await login_user(client, server, "alice")
         admin = await login_admin(client)
         url = f"/api/v1/users/{user.user_id}/avatar.jpg"
-        put = await client.put(url, content=b"GIF89a" + bytes(16), headers=admin)
+        put = await client.put(url, content=GIF, headers=admin)
         response = await client.get(url, headers=headers)
     assert put.status_code == 200, put.text
     assert response.headers["content-type"] == "image/gif"
@@ -265,6 +268,81 @@ async def test_avatar_errors(client: httpx.AsyncClient, server: trio_events.Runn
     assert_error(others, 403)
     assert_error(anonymous, 401)
     assert_error(still_none, 404)
+
+
+async def listed_user(
+    client: httpx.AsyncClient, headers: dict[str, str], user_id: int
+) -> dict[str, Any]:
+    response = await client.get("/api/v1/users", headers=headers)
+    assert response.status_code == 200, response.text
+    (found,) = [u for u in response.json()["users"] if u["userId"] == user_id]
+    assert isinstance(found, dict)
+    return found
+
+
+async def test_avatar_changes_show_in_the_user_list(
+    monkeypatch: pytest.MonkeyPatch, client: httpx.AsyncClient, server: trio_events.RunningServer
+) -> None:
+    """A User has no avatar field: lastModifiedUtc is how a client learns to
+    fetch the picture again, on the first avatar and on each replacement."""
+    with trio.fail_after(TEST_TIMEOUT):
+        user, headers = await login_user(client, server, "alice")
+        url = f"/api/v1/users/{user.user_id}/avatar.jpg"
+        created = await listed_user(client, headers, user.user_id)
+        first = created["lastModifiedUtc"] + 60_000
+        monkeypatch.setattr(trio_events.services.users, "now_ms", lambda: first)
+        assert (await client.put(url, content=PNG, headers=headers)).status_code == 200
+        with_avatar = await listed_user(client, headers, user.user_id)
+        second = first + 60_000
+        monkeypatch.setattr(trio_events.services.users, "now_ms", lambda: second)
+        assert (await client.put(url, content=WEBP, headers=headers)).status_code == 200
+        replaced = await listed_user(client, headers, user.user_id)
+        served = await client.get(url, headers=headers)
+    assert with_avatar == {**created, "lastModifiedUtc": first}
+    assert replaced == {**created, "lastModifiedUtc": second}
+    assert served.content == WEBP
+    assert served.headers["content-type"] == "image/webp"
+    assert "avatar.webp" in served.headers["content-disposition"]
+
+
+@pytest.mark.parametrize("case", sorted(WRONG_IMAGE_TYPES))
+async def test_wrong_avatar_content_is_415_and_changes_nothing(
+    client: httpx.AsyncClient, server: trio_events.RunningServer, case: str
+) -> None:
+    with trio.fail_after(TEST_TIMEOUT):
+        user, headers = await login_user(client, server, "alice")
+        url = f"/api/v1/users/{user.user_id}/avatar.jpg"
+        assert (await client.put(url, content=GIF, headers=headers)).status_code == 200
+        before = await listed_user(client, headers, user.user_id)
+        response = await client.put(
+            url, content=WRONG_IMAGE_TYPES[case], headers={**headers, "Content-Type": "image/png"}
+        )
+        kept = await client.get(url, headers=headers)
+        after = await listed_user(client, headers, user.user_id)
+    assert_error(response, 415)
+    assert kept.content == GIF
+    assert after == before
+
+
+async def test_a_truncated_avatar_is_400_and_changes_nothing(
+    client: httpx.AsyncClient, server: trio_events.RunningServer
+) -> None:
+    """``GIF89a`` and four bytes passed the old magic-number check."""
+    with trio.fail_after(TEST_TIMEOUT):
+        user, headers = await login_user(client, server, "alice")
+        url = f"/api/v1/users/{user.user_id}/avatar.jpg"
+        assert (await client.put(url, content=PNG, headers=headers)).status_code == 200
+        before = await listed_user(client, headers, user.user_id)
+        response = await client.put(url, content=b"GIF89a....", headers=headers)
+        kept = await client.get(url, headers=headers)
+        after = await listed_user(client, headers, user.user_id)
+    assert_error(
+        response,
+        400,
+        "The GIF image is truncated or damaged: it ends inside the logical screen descriptor",
+    )
+    assert kept.content == PNG
+    assert after == before
 
 
 async def test_avatar_too_big(tmp_path: Path) -> None:

@@ -124,7 +124,7 @@ async def open_server(
     """
     async with open_store(config) as store:
         svc = Services.build(config, store)
-        await trio.to_thread.run_sync(svc.attachments.files.prepare)
+        await svc.attachments.prepare()
         password = await ensure_admin(svc)
         if password:
             log.warning(

@@ -13,6 +13,7 @@ from ..errors import HeaderTooLarge
 from ..services import Services
 from ..services.validate import MAX_ID
 from . import attachments, docs, events, health, messages, rooms, session, users, web
+from .body_window import limit_unread_body
 from .common import EXTENSION_KEY
 from .errors import install_error_handlers
 
@@ -52,6 +53,7 @@ class IdConverter(IntegerConverter):
 def create_app(svc: Services) -> QuartTrio:
     """Build the app around ``svc``; the caller owns the services' lifetimes."""
     app = QuartTrio("trio_events", static_folder=None)
+    app.asgi_app = limit_unread_body(app.asgi_app, svc.config.limits)  # type: ignore[method-assign,assignment]
     limits = svc.config.limits
     # Quart refuses a declared Content-Length above this at once; every route
     # then enforces its own, smaller limit while the body streams in

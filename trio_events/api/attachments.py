@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import mimetypes
 from collections.abc import AsyncGenerator, AsyncIterator
-from typing import Any
 from urllib.parse import quote
 
 import trio
@@ -26,6 +25,7 @@ from ..files import FileStore, Upload
 from ..model import Attachment
 from ..services.attachments import safe_file_name
 from ..wire import attachment_json
+from .body_window import consumed
 from .common import authenticate, discard_body, ok, services
 
 __all__ = ["blueprint", "content_disposition"]
@@ -47,12 +47,13 @@ class _UploadReader:
     caller can remove every temporary file whatever happens.
     """
 
-    def __init__(self, files: FileStore, boundary: bytes, uploads: list[Upload]) -> None:
+    def __init__(self, files: FileStore, boundary: bytes, uploads: list[Upload], room: int) -> None:
         self._limits = services().config.limits
+        self._room = room
         self._files = files
         self._decoder = MultipartDecoder(boundary, max_form_memory_size=4 * CHUNK)
         self._uploads = uploads
-        self._handle: Any = None
+        self._open: Upload | None = None
         self.total = 0
         self.done = False
 
@@ -70,61 +71,74 @@ class _UploadReader:
             if isinstance(event, File):
                 if event.name != "files":
                     raise BadRequest("Upload files in multipart parts named 'files'")
-                if len(self._uploads) >= limits.max_files_per_message:
+                if len(self._uploads) >= self._room:
                     raise PayloadTooLarge(
-                        f"At most {limits.max_files_per_message} files per message"
+                        f"A message can have at most {limits.max_files_per_message} attachments"
                     )
                 upload = Upload(self._files.new_temp(), safe_file_name(event.filename))
                 self._uploads.append(upload)
-                self._handle = await trio.open_file(upload.temp_path, "wb")
+                await upload.open()
+                self._open = upload
             elif isinstance(event, Field):
                 raise BadRequest("Upload files in multipart parts named 'files'")
-            elif isinstance(event, Data) and self._handle is not None:
-                upload = self._uploads[-1]
-                upload.add(event.data)
-                if upload.size > limits.max_attachment_bytes:
+            elif isinstance(event, Data) and self._open is not None:
+                if self._open.size + len(event.data) > limits.max_attachment_bytes:
                     raise PayloadTooLarge(
                         f"A file is larger than {limits.max_attachment_bytes} bytes"
                     )
-                await self._handle.write(event.data)
+                await self._open.write(event.data)
                 if not event.more_data:
-                    await self.close_file()
+                    upload, self._open = self._open, None
+                    await upload.finish()
             elif isinstance(event, Epilogue):
                 self.done = True
                 return
             event = self._decoder.next_event()
 
     async def close_file(self) -> None:
-        if self._handle is not None:
-            handle, self._handle = self._handle, None
-            with trio.CancelScope(shield=True):
-                await handle.aclose()
+        """Close the file of a part cut short (a no-op once it was finished)."""
+        if self._open is not None:
+            upload, self._open = self._open, None
+            await upload.close()
 
 
 async def _body_pieces() -> AsyncGenerator[bytes | None, None]:
     """The request body in pieces of at most ``CHUNK`` bytes, then ``None``.
 
-    Quart hands over whatever arrived since the last read, which can be
-    megabytes; slicing keeps the decoder's own buffer small.  Each read must
-    arrive within ``request_timeout`` of the previous one: a large upload may
-    take long, a stalled one may not.
+    Quart hands over whatever arrived since the last read, up to the body
+    window; slicing keeps the decoder's own buffer small.  A piece counts as
+    consumed once the caller comes back for the next one (it has been
+    written by then), and whatever was taken but not processed counts when
+    the generator closes, so a refused upload can still be drained.  Each
+    read must arrive within ``request_timeout`` of the previous one: a large
+    upload may take long, a stalled one may not.
     """
     body = aiter(request.body)
     timeout = services().config.server.request_timeout
-    while True:
-        with trio.move_on_after(timeout) as scope:
-            received = await anext(body, None)
-        if scope.cancelled_caught:
-            raise RequestTimeout(f"The upload stalled for {timeout:g} seconds")
-        if received is None:
-            break
-        for start in range(0, len(received), CHUNK):
-            yield received[start : start + CHUNK]
-    yield None
+    held = 0
+    try:
+        while True:
+            with trio.move_on_after(timeout) as scope:
+                received = await anext(body, None)
+            if scope.cancelled_caught:
+                raise RequestTimeout(f"The upload stalled for {timeout:g} seconds")
+            if received is None:
+                break
+            held = len(received)
+            for start in range(0, len(received), CHUNK):
+                piece = received[start : start + CHUNK]
+                yield piece
+                held -= len(piece)
+                consumed(len(piece))
+        yield None
+    finally:
+        consumed(held)
 
 
-async def _receive_uploads(files: FileStore, boundary: bytes, uploads: list[Upload]) -> None:
-    reader = _UploadReader(files, boundary, uploads)
+async def _receive_uploads(
+    files: FileStore, boundary: bytes, uploads: list[Upload], room: int
+) -> None:
+    reader = _UploadReader(files, boundary, uploads, room)
     try:
         async with contextlib.aclosing(_body_pieces()) as pieces:
             async for piece in pieces:
@@ -147,7 +161,7 @@ async def _receive_uploads(files: FileStore, boundary: bytes, uploads: list[Uplo
 async def upload(message_id: int) -> Response:
     principal = await authenticate()
     svc = services()
-    await svc.attachments.check_upload(principal.user, message_id)
+    room = await svc.attachments.check_upload(principal.user, message_id)
     limits = svc.config.limits
     if request.content_length is not None and request.content_length > limits.max_upload_bytes:
         raise PayloadTooLarge(f"The upload is larger than {limits.max_upload_bytes} bytes")
@@ -158,7 +172,7 @@ async def upload(message_id: int) -> Response:
     files = svc.attachments.files
     uploads: list[Upload] = []
     try:
-        await _receive_uploads(files, boundary.encode("latin-1"), uploads)
+        await _receive_uploads(files, boundary.encode("latin-1"), uploads, room)
         ids = await svc.attachments.attach(principal.user, message_id, uploads)
     finally:
         for item in uploads:
@@ -194,9 +208,16 @@ def _file_response(attachment: Attachment, files: FileStore) -> Response:
     return response
 
 
+@blueprint.get("/attachments/<int:attachment_id>/", defaults={"file_name": ""})
 @blueprint.get("/attachments/<int:attachment_id>/<path:file_name>")
 async def download(attachment_id: int, file_name: str) -> Response:
-    """The bytes; the name in the URL is for the browser, the id decides."""
+    """The bytes; the name in the URL is for the browser, the id decides.
+
+    The name may be empty: the stock Virola web client puts the raw file
+    name in the URL, so for ``#1 notes.txt`` the browser asks for
+    ``/attachments/<id>/`` (the rest is a fragment, and a ``?`` starts a
+    query).  Content-Disposition still names the file.
+    """
     principal = await authenticate()
     svc = services()
     attachment = await svc.attachments.get(principal.user, attachment_id)

@@ -11,6 +11,7 @@ from quart import Response, current_app, g, request
 from ..errors import BadRequest, PayloadTooLarge, RequestTimeout
 from ..services import Principal, Services
 from ..streams import SESSION_COOKIE, bearer_from
+from .body_window import consumed
 
 __all__ = [
     "SESSION_COOKIE",
@@ -55,6 +56,7 @@ async def discard_body() -> None:
     with trio.move_on_after(DISCARD_SECONDS):
         try:
             async for chunk in request.body:
+                consumed(len(chunk))
                 seen += len(chunk)
                 if seen > DISCARD_BYTES:
                     return
@@ -74,6 +76,7 @@ async def raw_body(limit: int) -> bytes:
     timeout = services().config.server.request_timeout
     with trio.move_on_after(timeout) as scope:
         async for chunk in request.body:  # stop keeping it as soon as the limit is passed
+            consumed(len(chunk))  # held in ``chunks``, which the limit bounds
             size += len(chunk)
             if size > limit:
                 await discard_body()
