@@ -74,8 +74,8 @@ async def test_the_next_request_after_an_early_answer_is_answered(
     tmp_path: Path, case: str
 ) -> None:
     """The body follows its head after GAP seconds, while the answer is ready
-    at once.  The connection must serve the next request, or say
-    ``Connection: close`` and close."""
+    at once.  The answer waits for the body, and the connection serves the
+    next request."""
     method, target, as_admin, status = EARLY[case]
     with trio.fail_after(TEST_TIMEOUT):
         async with serving(make_config(tmp_path)) as (server, client):
@@ -90,10 +90,8 @@ async def test_the_next_request_after_an_early_answer_is_answered(
                     await stream.send_all(BODY)
                     first, rest = await read_response(stream)
                     assert_json_error(first, status)
-                    if first.headers.get("connection", "").lower() == "close":
-                        assert rest == b""
-                        assert await closed_within(stream, LINGER + MARGIN) < LINGER + MARGIN
-                        continue
+                    # The body came well within BODY_WAIT: the connection stays.
+                    assert first.headers.get("connection", "").lower() != "close"
                     await stream.send_all(HEALTHZ)
                     second = None
                     with trio.move_on_after(5.0):

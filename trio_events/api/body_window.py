@@ -15,10 +15,11 @@ avatars), so such a route never waits on it even if a reader forgot to
 report.
 
 Once the app starts its answer it reads no more body, so ``receive`` stops
-waiting and drops whatever body still arrives, and the answer carries
-``Connection: close`` if the body is not complete (the rest of it will not
-be read, so the connection cannot carry another request).  This matters at
-the end of the exchange: hypercorn then puts ``http.disconnect`` into the
+waiting and drops whatever body still arrives (the transport's
+``BodyBeforeAnswer`` holds such an early answer a moment for the rest of the
+body, and says ``Connection: close`` when it does not come: a connection
+whose body was not read to its end cannot carry another request).  This
+matters at the end of the exchange: hypercorn then puts ``http.disconnect`` into the
 same bounded queue, which a receiver held back by the window would never
 empty.  And ``http.disconnect`` reaches the app only after the send in
 progress has finished: that send is hypercorn closing the connection, and
@@ -39,8 +40,6 @@ from hypercorn.typing import (
     ASGIReceiveEvent,
     ASGISendCallable,
     ASGISendEvent,
-    HTTPResponseStartEvent,
-    HTTPScope,
     Scope,
 )
 from quart import request
@@ -58,20 +57,6 @@ AsgiApp = Callable[[Scope, ASGIReceiveCallable, ASGISendCallable], Coroutine[Any
 def window_size(limits: LimitsConfig) -> int:
     """At least 1 MiB, and never below a whole-body route's limit."""
     return max(MIN_WINDOW, limits.max_request_bytes, limits.max_avatar_bytes)
-
-
-def _has_body(scope: HTTPScope) -> bool:
-    for name, value in scope["headers"]:
-        if name.lower() == b"transfer-encoding" or (
-            name.lower() == b"content-length" and value.strip() not in (b"", b"0")
-        ):
-            return True
-    return False
-
-
-def _closing(start: HTTPResponseStartEvent) -> HTTPResponseStartEvent:
-    headers = [(k, v) for k, v in start.get("headers", ()) if k.lower() != b"connection"]
-    return {**start, "headers": [*headers, (b"connection", b"close")]}
 
 
 @attrs.define
@@ -136,7 +121,6 @@ def limit_unread_body(app: AsgiApp, limits: LimitsConfig) -> AsgiApp:
             await app(scope, receive, send)
             return
         body = BodyWindow(window)
-        has_body = _has_body(scope)
         cast(dict[str, Any], scope)[SCOPE_KEY] = body
 
         async def receive_within_window() -> ASGIReceiveEvent:
@@ -151,8 +135,6 @@ def limit_unread_body(app: AsgiApp, limits: LimitsConfig) -> AsgiApp:
 
         async def send_answer(message: ASGISendEvent) -> None:
             if message["type"] == "http.response.start":
-                if has_body and not body.complete:
-                    message = _closing(message)
                 body.answer()
             await body.send(send, message)
 
