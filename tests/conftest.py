@@ -8,6 +8,7 @@ server with ``serving`` (both in :mod:`tests.helpers`).
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -32,6 +33,23 @@ def _no_env_config(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name.startswith("TRIO_EVENTS_"):
             monkeypatch.delenv(name)
+
+
+@pytest.fixture(autouse=True)
+def _logging_as_it_was() -> Iterator[None]:
+    """Undo ``configure_logging`` after a test that ran the CLI in-process.
+
+    Otherwise every later test logs at its level into a handler of that
+    test's captured stderr, and the records pile up in the test process
+    (the reconnect storm's memory check saw them as growth).
+    """
+    loggers = [logging.getLogger(name) for name in ("trio_events", "hypercorn.error")]
+    saved = [(lg.level, list(lg.handlers), lg.propagate) for lg in loggers]
+    yield
+    for lg, (level, handlers, propagate) in zip(loggers, saved, strict=True):
+        lg.setLevel(level)
+        lg.handlers[:] = handlers
+        lg.propagate = propagate
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from trio_events import migrate_storage as migrate_module
 from trio_events.config import Config, ConfigError
 from trio_events.migrate_storage import TABLES, migrate_storage
 
-from .attachment_helpers import upload_ok
+from .attachment_helpers import png_image, upload_ok
 from .helpers import TEST_TIMEOUT, make_config, serving
 from .pg_helpers import fresh_database, pg_config
 from .rest_helpers import (
@@ -35,7 +35,7 @@ from .stream_helpers import bearer_stream
 
 pytestmark = pytest.mark.slow
 
-PNG = b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\rIHDR" + bytes(range(64))
+PNG = png_image(3, 2)
 
 
 async def populate(config: Config) -> dict[str, Any]:
