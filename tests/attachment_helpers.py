@@ -19,6 +19,7 @@ import attrs
 import httpx
 
 import trio_events
+from trio_events.files import DEPLOYMENT_MARKER
 from trio_events.model import Attachment
 
 from .rest_helpers import Actor, Json, admin_actor, body_of, create_room, user_actors
@@ -123,12 +124,16 @@ def content_path(server: trio_events.RunningServer, data: bytes) -> Path:
 
 
 def stored_files(server: trio_events.RunningServer) -> list[Path]:
-    """Every stored content file (temporary uploads left out)."""
+    """Every stored content file (temporary uploads and the deployment marker left out)."""
     root = files_root(server)
     if not root.exists():
         return []
     tmp = root / "tmp"
-    return sorted(p for p in root.rglob("*") if p.is_file() and tmp not in p.parents)
+    return sorted(
+        p
+        for p in root.rglob("*")
+        if p.is_file() and tmp not in p.parents and p != root / DEPLOYMENT_MARKER
+    )
 
 
 def temp_files(server: trio_events.RunningServer) -> list[Path]:

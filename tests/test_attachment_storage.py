@@ -38,6 +38,7 @@ from .attachment_helpers import (
     file_part,
     files_root,
     metadata,
+    multipart,
     pattern,
     raw_body,
     sha1,
@@ -264,6 +265,28 @@ async def test_sweep_refuses_a_data_directory_no_row_refers_to(tmp_path: Path) -
     assert all(path.exists() for path in planted)
 
 
+async def test_a_process_on_another_database_sweeps_nothing(tmp_path: Path) -> None:
+    """A process started on another database (a wrong URL, an empty one) with
+    this data directory: none of its rows refer to our files, so its sweep
+    would remove them all; the directory's deployment marker stops it."""
+    ours = make_config(tmp_path)
+    other = make_config(tmp_path, storage={"path": str(tmp_path / "another.sqlite3")})
+    kept = b"an attachment of the first database"
+    with trio.fail_after(TEST_TIMEOUT):
+        async with serving(ours) as (server, client):
+            w = await world(client, server)
+            message_id = await post(client, w.alice, w.room_id)
+            (attachment_id,) = await upload_ok(client, w.alice, message_id, [("k.txt", kept)])
+        stored = content_path(server, kept)
+        make_old(stored)
+        async with serving(other):
+            pass
+        assert stored.exists(), "the other database's sweep removed our file"
+        async with serving(ours) as (server, client):
+            fetched = await download(client, w.alice, attachment_id)
+    assert fetched.content == kept
+
+
 async def test_a_second_process_leaves_the_first_ones_upload_alone(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -337,3 +360,26 @@ async def test_start_up_removes_only_stale_temporary_entries(tmp_path: Path) -> 
             entries = sorted(p.name for p in tmp.iterdir())
     assert entries == sorted(["77-busy", "78-idle", own.name])
     assert (tmp / "77-busy" / "upload-2").exists()
+
+
+async def test_a_value_error_of_ours_is_a_500_not_a_malformed_body(
+    monkeypatch: pytest.MonkeyPatch,
+    client: httpx.AsyncClient,
+    server: trio_events.RunningServer,
+) -> None:
+    """Only the multipart decoder's ValueError means the client sent a bad body."""
+
+    async def broken(self: Upload, piece: bytes) -> None:
+        raise ValueError("a bug in the server")
+
+    with trio.fail_after(TEST_TIMEOUT):
+        w = await world(client, server)
+        message_id = await post(client, w.alice, w.room_id)
+        monkeypatch.setattr(Upload, "write", broken)
+        response = await client.post(
+            f"/api/v1/messages/{message_id}/attachments",
+            files=multipart([("a.txt", b"some bytes")]),
+            headers=w.alice.headers,
+        )
+    assert_error(response, 500)
+    assert "a bug" not in response.text

@@ -1070,3 +1070,12 @@ async def test_callbacks_run_under_the_cluster_wide_write_lock(pg_url: str) -> N
             with pytest.raises(Boom):
                 await store.write(rolls_back)
     assert free_during == []
+
+
+async def test_deployment_id(store: Store, backend_config: Config) -> None:
+    """A random id per database, stable across openings, in the JavaScript-safe range."""
+    with trio.fail_after(TIMEOUT):
+        first = await store.read(lambda tx: tx.deployment_id())
+        async with open_store(backend_config) as again:
+            assert await again.read(lambda tx: tx.deployment_id()) == first
+    assert 1 <= first < 2**53

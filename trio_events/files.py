@@ -40,6 +40,8 @@ __all__ = ["STALE_TEMP", "FileStore", "Upload"]
 # ``server.request_timeout`` (or is refused), and is placed within a storage
 # wait of its last write: a temporary entry untouched this long is a leftover.
 STALE_TEMP = 3600.0
+# Names the deployment (database) whose files these are: see FileStore.claim.
+DEPLOYMENT_MARKER = ".deployment"
 
 
 @attrs.define
@@ -146,6 +148,27 @@ class FileStore:
 
     def new_temp(self) -> Path:
         return self.tmp / f"upload-{secrets.token_hex(8)}"
+
+    def claim(self, deployment_id: int) -> bool:
+        """Whether this directory holds the files of deployment ``deployment_id``.
+
+        The first process to see the directory writes the id into
+        ``DEPLOYMENT_MARKER``; a directory marked with another id belongs to
+        another database (a process started with a wrong URL, or on an empty
+        database), whose rows say nothing about these files.
+        """
+        marker = self.root / DEPLOYMENT_MARKER
+        try:
+            return int(marker.read_text().strip()) == deployment_id
+        except FileNotFoundError:
+            self.root.mkdir(parents=True, exist_ok=True)
+            temp = marker.with_name(f"{marker.name}.{os.getpid()}")
+            temp.write_text(f"{deployment_id}\n")
+            os.replace(temp, marker)
+            _sync_dir(self.root)
+            return True
+        except ValueError:  # not a number: not ours to judge
+            return False
 
     def path(self, content_hash: str) -> Path:
         if not _is_hex(content_hash, 64):

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import mimetypes
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
+from typing import Any
 from urllib.parse import quote
 
 import trio
@@ -40,6 +41,16 @@ def content_disposition(file_name: str) -> str:
     return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(file_name, safe='')}"
 
 
+@contextlib.contextmanager
+def _malformed_is_400() -> Iterator[None]:
+    """The multipart decoder's ValueError is the client's malformed body;
+    only its calls are wrapped, so a ValueError of ours stays a 500."""
+    try:
+        yield
+    except ValueError as exc:
+        raise BadRequest(f"Malformed multipart body: {exc}") from None
+
+
 class _UploadReader:
     """Turns multipart bytes into temporary files, enforcing the limits.
 
@@ -65,8 +76,9 @@ class _UploadReader:
         self.total += len(piece or b"")
         if self.total > limits.max_upload_bytes:
             raise PayloadTooLarge(f"The upload is larger than {limits.max_upload_bytes} bytes")
-        self._decoder.receive_data(piece)
-        event = self._decoder.next_event()
+        with _malformed_is_400():
+            self._decoder.receive_data(piece)
+        event = self._next_event()
         while not isinstance(event, NeedData):
             if isinstance(event, File):
                 if event.name != "files":
@@ -93,7 +105,11 @@ class _UploadReader:
             elif isinstance(event, Epilogue):
                 self.done = True
                 return
-            event = self._decoder.next_event()
+            event = self._next_event()
+
+    def _next_event(self) -> Any:
+        with _malformed_is_400():
+            return self._decoder.next_event()
 
     async def close_file(self) -> None:
         """Close the file of a part cut short (a no-op once it was finished)."""
@@ -147,9 +163,6 @@ async def _receive_uploads(
             raise BadRequest("The upload is empty")
         if not reader.done or not uploads:
             raise BadRequest("The multipart body is incomplete or has no 'files' part")
-    except ValueError as exc:  # the decoder's word for a malformed body
-        await discard_body()
-        raise BadRequest(f"Malformed multipart body: {exc}") from None
     except (BadRequest, PayloadTooLarge):
         await discard_body()
         raise

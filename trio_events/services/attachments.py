@@ -21,7 +21,7 @@ import trio
 from ..config import LimitsConfig
 from ..errors import NotFound, PayloadTooLarge
 from ..events import EventType
-from ..files import FileStore, Upload
+from ..files import DEPLOYMENT_MARKER, FileStore, Upload
 from ..model import Attachment, Message, User, now_ms
 from ..store import Store, Tx
 from .access import RoomAccess, room_for
@@ -123,8 +123,18 @@ class AttachmentService:
         return self._files
 
     async def prepare(self) -> None:
-        """At start-up: clear stale temporary files, then sweep orphans."""
+        """At start-up: clear stale temporary files, then sweep orphans, but
+        only in a files directory marked as this database's (``FileStore.claim``)."""
         await trio.to_thread.run_sync(self._files.prepare)
+        deployment = await self._store.read(lambda tx: tx.deployment_id())
+        if not await trio.to_thread.run_sync(self._files.claim, deployment):
+            log.warning(
+                "not sweeping: %s belongs to another database (deployment id in %s is not %d)",
+                self._files.root,
+                DEPLOYMENT_MARKER,
+                deployment,
+            )
+            return
         removed = await self.sweep_orphans()
         if removed:
             log.info("removed files no attachment refers to count=%d", removed)

@@ -352,6 +352,12 @@ class MessageQueries:
         ).fetchone()
         return int(value)
 
+    def deployment_id(self) -> int:
+        (value,) = self._conn.execute(
+            "SELECT value FROM log_meta WHERE name = 'deployment_id'"
+        ).fetchone()
+        return int(value)
+
     def trim_events(self, older_than_utc: int, keep_after_id: int, limit: int) -> int:
         """Delete up to ``limit`` of the oldest events, stopping at the first one
         that is both newer than ``older_than_utc`` and after ``keep_after_id``.
