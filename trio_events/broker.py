@@ -471,7 +471,9 @@ class Broker:
 
     def _remember_ended(self, credential_ids: set[int], event_id: int) -> None:
         for credential_id in credential_ids:
+            self._ended_at.pop(credential_id, None)  # re-ended: it moves to the newest end
             self._ended_at[credential_id] = event_id
         while len(self._ended_at) > REVOCATIONS_KEPT:
             oldest = next(iter(self._ended_at))
-            self._forgotten_through = self._ended_at.pop(oldest)
+            forgotten = self._ended_at.pop(oldest)
+            self._forgotten_through = max(self._forgotten_through, forgotten)

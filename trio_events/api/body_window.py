@@ -62,11 +62,10 @@ def window_size(limits: LimitsConfig) -> int:
 @attrs.define
 class BodyWindow:
     """One request body between hypercorn and the app: bytes handed over but
-    not consumed, whether it ended, and whether the app has answered."""
+    not consumed, and whether the app has answered."""
 
     size: int
     unread: int = 0
-    complete: bool = False
     answered: bool = False
     sending: int = 0
     _room: trio.Event = attrs.field(factory=trio.Event)
@@ -75,7 +74,6 @@ class BodyWindow:
     def received(self, message: ASGIReceiveEvent) -> None:
         if message["type"] == "http.request":
             self.unread += len(message.get("body", b""))
-            self.complete = not message.get("more_body", False)
 
     def consumed(self, nbytes: int) -> None:
         self.unread = max(0, self.unread - nbytes)

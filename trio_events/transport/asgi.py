@@ -82,8 +82,8 @@ or sends more than ``BODY_WAIT_BYTES`` meanwhile, gets the answer with
 ``Connection: close``."""
 
 BODY_WAIT_BYTES = 1 << 20
-"""Body bytes an early answer waits for at most (quart-trio reads them
-meanwhile, up to the app's ``MAX_CONTENT_LENGTH``, and drops them)."""
+"""Body bytes an early answer waits for at most (quart-trio's receiver keeps
+reading meanwhile; ``api.body_window`` drops what arrives after the answer)."""
 
 _PROTOCOL_ERRORS = {
     400: "Malformed HTTP request",
