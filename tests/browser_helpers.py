@@ -12,10 +12,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import random
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -33,7 +31,7 @@ import trio_events
 from trio_events.config import Config
 from trio_events.model import User
 
-from .helpers import USER_PASSWORD
+from .helpers import USER_PASSWORD, fixed_port
 
 try:
     from playwright.sync_api import Browser, Page, Playwright, expect, sync_playwright
@@ -218,19 +216,6 @@ def hellos(page: Page) -> list[dict[str, Any]]:
     """The data of each Hello frame the raw events panel shows, in order."""
     frames = [json.loads(text) for text in page.locator("#raw-events li").all_text_contents()]
     return [frame["data"] for frame in frames if frame["type"] == "Hello"]
-
-
-def fixed_port() -> int:
-    """A free port in 30000-39999, for a server that restarts on the same address."""
-    for _ in range(100):
-        port = random.randint(30_000, 39_999)
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise AssertionError("no free port in 30000-39999")
 
 
 def wait_for_frame(page: Page, condition: str) -> None:

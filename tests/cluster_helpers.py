@@ -48,8 +48,8 @@ import pytest
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
 
-from .fault_helpers import START_TIMEOUT, ServerProcess, free_port
-from .helpers import ADMIN_NAME, ADMIN_PASSWORD, USER_PASSWORD, login, session_headers
+from .fault_helpers import START_TIMEOUT, ServerProcess
+from .helpers import ADMIN_NAME, ADMIN_PASSWORD, USER_PASSWORD, free_port, login, session_headers
 
 __all__ = [
     "DEGRADED",

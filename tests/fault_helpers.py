@@ -15,7 +15,6 @@ import ctypes
 import json
 import os
 import signal
-import socket
 import sqlite3
 import sys
 from collections.abc import Mapping
@@ -26,6 +25,8 @@ import attrs
 import httpx
 import trio
 
+from .helpers import free_port
+
 REPO_CONFIG = Path(__file__).resolve().parent.parent / "config.toml"
 DB_NAME = "trio_events.sqlite3"
 ADMIN_PASSWORD = "admin-password-1"
@@ -35,13 +36,6 @@ START_TIMEOUT = 15.0  # seconds a starting server gets to answer /healthz
 CRASH_REPORT = os.environ.get("TRIO_EVENTS_CRASH_REPORT", "")
 STORM_REPORT = os.environ.get("TRIO_EVENTS_STORM_REPORT", "")
 CRASH_SEED = os.environ.get("TRIO_EVENTS_CRASH_SEED", "")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def write_config(path: Path, replacements: Mapping[str, str]) -> Path:

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import random
+import signal
+import socket
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import httpx
+import trio
 
 import trio_events
 from trio_events.config import Config, load_config
@@ -113,3 +117,47 @@ async def healthy(port: int) -> bool:
     except httpx.TransportError:
         return False
     return response.status_code == 200
+
+
+def free_port() -> int:
+    """A port the kernel says is free now (for a server started right after)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def fixed_port() -> int:
+    """A free port in 30000-39999, for a server that restarts on the same address
+    (outside the kernel's range for outgoing connections, so no client takes it
+    meanwhile)."""
+    for _ in range(100):
+        port = random.randint(30_000, 39_999)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise AssertionError("no free port in 30000-39999")
+
+
+STOP_GRACE = 30.0  # seconds a signalled server gets to stop before it is killed
+
+
+async def stop_process(process: trio.Process, signum: int = signal.SIGTERM) -> int:
+    """Send ``signum`` (if it still runs), give it ``STOP_GRACE`` seconds, then
+    kill it; its exit status."""
+    if process.returncode is None:
+        process.send_signal(signum)
+        with trio.move_on_after(STOP_GRACE):
+            await process.wait()
+    return await reap(process)
+
+
+async def reap(process: trio.Process) -> int:
+    """Kill ``process`` if it still runs (a test that failed half-way) and wait for it."""
+    if process.returncode is None:
+        process.kill()
+    code: int = await process.wait()
+    return code

@@ -35,7 +35,6 @@ from .browser_helpers import (
     Consoles,
     ThreadServer,
     cli,
-    fixed_port,
     hellos,
     launched_chromium,
     messages,
@@ -46,7 +45,7 @@ from .browser_helpers import (
     server_in_thread,
     wait_for_frame,
 )
-from .helpers import ADMIN_NAME, ADMIN_PASSWORD, make_config
+from .helpers import ADMIN_NAME, ADMIN_PASSWORD, fixed_port, make_config
 
 with contextlib.suppress(ImportError):  # reported by the browser fixture
     from playwright.sync_api import Browser, expect

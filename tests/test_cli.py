@@ -19,6 +19,8 @@ from trio_events import passwords
 from trio_events.cli import main
 from trio_events.config import load_config
 
+from .helpers import free_port
+
 REPO_CONFIG = Path(__file__).resolve().parent.parent / "config.toml"
 DB_NAME = "trio_events.sqlite3"
 
@@ -368,13 +370,6 @@ def test_tail_finds_the_server_from_the_config(
 
 
 # --- the server as a process -------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @pytest.mark.slow

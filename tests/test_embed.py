@@ -22,7 +22,7 @@ from trio_websocket import ConnectionClosed, open_websocket_url
 
 import trio_events
 
-from .helpers import ADMIN_PASSWORD, TEST_TIMEOUT, serving
+from .helpers import ADMIN_PASSWORD, TEST_TIMEOUT, reap, serving
 from .rest_helpers import admin_actor, create_room, latest_event_id, post, post_batch, user_actors
 from .stream_helpers import (
     CREATED,
@@ -171,9 +171,7 @@ async def test_example_runs_and_stops_on_sigint(tmp_path: Path) -> None:
                     close_code = ws.closed.code
                 exit_code = await process.wait()
         finally:
-            if process.returncode is None:
-                process.kill()
-                await process.wait()
+            await reap(process)
     text = log.read_text()
     assert close_code == 1001, text
     assert exit_code == 0, text

@@ -12,7 +12,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -23,7 +22,7 @@ import pytest
 import trio
 
 from .contract_helpers import contract as load_contract
-from .helpers import healthy
+from .helpers import free_port, healthy, reap, stop_process
 
 REPO = Path(__file__).resolve().parent.parent
 README = (REPO / "README.md").read_text()
@@ -37,12 +36,6 @@ def block_after(heading: str) -> str:
     match = re.search(r"```sh\n(.*?)```", rest, re.S)
     assert match is not None, heading
     return match.group(1)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class Served:
@@ -82,9 +75,7 @@ async def served(tmp_path: Path) -> AsyncIterator[Served]:
         process.send_signal(signal.SIGTERM)
         with trio.move_on_after(20):
             await process.wait()
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
+        await reap(process)
 
 
 async def test_the_curl_tour_runs_as_written(served: Served) -> None:
@@ -228,9 +219,7 @@ async def test_run_serve_starts_and_stops(tmp_path: Path) -> None:
             with trio.fail_after(30):
                 code = await process.wait()
         finally:
-            if process.returncode is None:
-                process.kill()
-                await process.wait()
+            await reap(process)
     text = log.read_text()
     assert code == 0, text[-2000:]
     assert "created the first administrator user=admin password=" in text
@@ -274,18 +263,6 @@ async def wait_healthy(process: trio.Process, port: int, log: Path) -> None:
             await trio.sleep(0.2)
 
 
-async def stop(process: trio.Process) -> int:
-    if process.returncode is None:
-        process.send_signal(signal.SIGTERM)
-        with trio.move_on_after(30):
-            await process.wait()
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-    code: int = await process.wait()
-    return code
-
-
 @pytest.mark.slow
 async def test_the_scaling_commands_run_as_written(tmp_path: Path) -> None:
     """Both Scaling blocks: ``--workers 2``, then two processes on two ports,
@@ -325,7 +302,7 @@ async def test_the_scaling_commands_run_as_written(tmp_path: Path) -> None:
                         "/api/v1/login", json={"userName": "admin", "password": ADMIN_PASSWORD}
                     )
             finally:
-                assert await stop(workers) == 0, end_of(log)
+                assert await stop_process(workers) == 0, end_of(log)
         assert ready == {"status": "ready", "storage": "ok", "bus": "ok", "httpStatusCode": 200}
         assert login.status_code == 200
 
@@ -373,7 +350,7 @@ async def test_the_scaling_commands_run_as_written(tmp_path: Path) -> None:
                     assert posted.status_code == 200, posted.text
                     seen = await second.get(f"/api/v1/rooms/{room_id}/messages")
             finally:
-                codes = [await stop(process) for process in processes]
+                codes = [await stop_process(process) for process in processes]
         assert codes == [0, 0], end_of(log)
         assert [m["text"] for m in seen.json()["messages"]] == ["from 1"]
     finally:
@@ -422,8 +399,6 @@ async def test_the_embedding_snippet_runs_as_written(tmp_path: Path) -> None:
             with trio.fail_after(30):
                 code = await process.wait()
         finally:
-            if process.returncode is None:
-                process.kill()
-                await process.wait()
+            await reap(process)
     assert code == 0, end_of(log)
     assert "Traceback" not in end_of(log)

@@ -9,11 +9,9 @@ static files and the contract documents included, must come from the file.
 from __future__ import annotations
 
 import os
-import random
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -22,23 +20,10 @@ import httpx
 import pytest
 import trio
 
-from .helpers import healthy
+from .helpers import fixed_port, healthy, reap
 
 REPO = Path(__file__).resolve().parent.parent
 ADMIN_LINE = re.compile(rb"created the first administrator user=admin password=(\S+)")
-
-
-def free_port() -> int:
-    """A free port in 30000-39999."""
-    for _ in range(100):
-        port = random.randint(30_000, 39_999)
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise AssertionError("no free port in 30000-39999")
 
 
 async def bare_python(where: Path) -> Path:
@@ -140,7 +125,7 @@ async def test_zipapp_serves_with_only_python_installed(tmp_path: Path) -> None:
     await build(pyz, tmp_path)
     python = await bare_python(tmp_path / "bare")
 
-    port = free_port()
+    port = fixed_port()
     data = tmp_path / "data"
     log = tmp_path / "serve.log"
     with log.open("wb") as stderr:
@@ -164,9 +149,7 @@ async def test_zipapp_serves_with_only_python_installed(tmp_path: Path) -> None:
             with trio.fail_after(20):
                 code = await process.wait()
         finally:
-            if process.returncode is None:
-                process.kill()
-                await process.wait()
+            await reap(process)
     err = log.read_text()
     assert code == 0, err[-2000:]
     assert (data / "trio_events.sqlite3").exists()
