@@ -204,6 +204,47 @@ async def test_malformed_http_gets_a_json_error_and_a_close(
             assert (await client.get("/healthz")).status_code == 200
 
 
+# HTTP/2: this server speaks HTTP/1.1 only
+
+H2C_UPGRADE = (
+    b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+    b"Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n"
+)
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+
+@pytest.mark.parametrize("reused", [False, True], ids=["first", "after-a-request"])
+async def test_an_h2c_upgrade_is_answered_over_http_1_1(tmp_path: Path, reused: bool) -> None:
+    """hypercorn would switch to HTTP/2, past every HTTP/1.1 fix of ours; the
+    upgrade is ignored and the request answered, and the connection stays usable."""
+    with trio.fail_after(TEST_TIMEOUT):
+        async with serving(make_config(tmp_path)) as (server, _), await connect(server) as stream:
+            rest = b""
+            if reused:
+                await stream.send_all(HEALTHZ)
+                first, rest = await read_response(stream)
+                assert first.status == 200
+            await stream.send_all(H2C_UPGRADE)
+            response, rest = await read_response(stream, rest)
+            assert response.status == 200, response
+            await stream.send_all(HEALTHZ)
+            again, _ = await read_response(stream, rest)
+            assert again.status == 200
+
+
+async def test_the_http2_preface_gets_http_1_1_errors(tmp_path: Path) -> None:
+    """A client that assumes HTTP/2 gets JSON errors over HTTP/1.1, then a close."""
+    with trio.fail_after(TEST_TIMEOUT):
+        async with serving(make_config(tmp_path)) as (server, client):
+            async with await connect(server) as stream:
+                await stream.send_all(H2_PREFACE)
+                response, _ = await read_response(stream)
+                assert response.status >= 400
+                assert response.body.startswith(b"{"), response
+                assert await closed_within(stream, LINGER + MARGIN) < LINGER + MARGIN
+            assert (await client.get("/healthz")).status_code == 200
+
+
 # the ASGI event-stream route: an upgrade on a reused connection (issue 5, item 3)
 
 

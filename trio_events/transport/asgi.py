@@ -219,6 +219,18 @@ class HypercornConnection(TCPServer):
 class H11Connection(H11Protocol):
     """hypercorn's HTTP/1.1 protocol, with our error format and WebSocket close."""
 
+    async def _check_protocol(self, event: h11.Request) -> None:
+        """Stay on HTTP/1.1: no switch to HTTP/2.
+
+        hypercorn switches a connection to its HTTP/2 protocol on an
+        ``Upgrade: h2c`` request or on the HTTP/2 preface, and none of this
+        module's connection handling (closes that cannot be lost, early
+        answers, the error format) is HTTP/2's.  TLS offers only ``http/1.1``
+        in ALPN already; here an h2c upgrade is ignored, which a server may
+        do (RFC 7230 6.7: the request is answered over HTTP/1.1), and the
+        preface is answered as the HTTP/1.1 request it parses as.
+        """
+
     async def _send_error_response(self, status_code: int) -> None:
         if status_code == 431:
             text = f"The request head is larger than {self.config.h11_max_incomplete_size} bytes"
