@@ -10,7 +10,7 @@ import zlib
 import pytest
 
 from trio_events.errors import BadRequest, UnsupportedMediaType
-from trio_events.services.images import check_image, image_size
+from trio_events.services.images import MAX_SIDE, check_image, image_size
 
 from .attachment_helpers import GIF, JPEG, PNG, WEBP, gif_image, jpeg_image, png_image, webp_image
 
@@ -44,7 +44,7 @@ GOOD = {
     "gif-16x9": (gif_image(16, 9), "image/gif", (16, 9)),
     "webp-vp8": (WEBP, "image/webp", (1, 1)),
     "webp-vp8l": (webp_image("VP8L", 300, 200), "image/webp", (300, 200)),
-    "webp-vp8x": (webp_image("VP8X", 5000, 7), "image/webp", (5000, 7)),
+    "webp-vp8x": (webp_image("VP8X", 4000, 7), "image/webp", (4000, 7)),
 }
 
 
@@ -96,3 +96,20 @@ def test_truncated_or_damaged_images_are_400_naming_the_format(case: str) -> Non
 def test_unknown_formats_are_still_415() -> None:
     with pytest.raises(UnsupportedMediaType):
         check_image(b"BM" + bytes(60), LIMIT)
+
+
+@pytest.mark.parametrize(
+    ("width", "height"), [(MAX_SIDE + 1, 1), (1, MAX_SIDE + 1), (65535, 65535)]
+)
+def test_images_larger_than_max_side_are_400(width: int, height: int) -> None:
+    """A tiny file can claim a huge canvas that every client would decode whole."""
+    claims = png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+    data = png_with(claims, IDAT, IEND)
+    assert image_size(data, "image/png") == (width, height)
+    with pytest.raises(BadRequest, match=f"{width}x{height} pixels"):
+        check_image(data, LIMIT)
+
+
+def test_an_image_of_exactly_max_side_is_accepted() -> None:
+    claims = png_chunk(b"IHDR", struct.pack(">IIBBBBB", MAX_SIDE, MAX_SIDE, 8, 2, 0, 0, 0))
+    assert check_image(png_with(claims, IDAT, IEND), LIMIT) == "image/png"

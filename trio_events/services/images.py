@@ -23,6 +23,10 @@ EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/gif": "gif", "imag
 NAMES = {"image/png": "PNG", "image/jpeg": "JPEG", "image/gif": "GIF", "image/webp": "WebP"}
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# An avatar is drawn small, but every client decodes it whole: a few hundred
+# bytes of PNG can claim 65535x65535 pixels (16 GiB as RGBA), a bomb for the
+# browsers that show it.  Wider or taller images are refused.
+MAX_SIDE = 4096
 
 
 class Damaged(ValueError):
@@ -192,8 +196,12 @@ def check_image(data: bytes, max_bytes: int) -> str:
     if content_type is None:
         raise UnsupportedMediaType("The image must be a PNG, JPEG, GIF or WebP file")
     try:
-        image_size(data, content_type)
+        width, height = image_size(data, content_type)
     except Damaged as exc:
         name = NAMES[content_type]
         raise BadRequest(f"The {name} image is truncated or damaged: {exc}") from None
+    if width > MAX_SIDE or height > MAX_SIDE:
+        raise BadRequest(
+            f"The image is {width}x{height} pixels; at most {MAX_SIDE}x{MAX_SIDE} are allowed"
+        )
     return content_type
