@@ -30,8 +30,6 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
-from importlib import resources
-from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
@@ -40,6 +38,7 @@ import trio
 from ..config import ConfigError, StorageConfig
 from ..errors import ServiceUnavailable
 from ..model import StoredEvent
+from . import schema
 from .base import Tx
 from .dialect import PostgresDb
 from .queries import SqlTx
@@ -53,10 +52,6 @@ log = logging.getLogger("trio_events.store")
 # The advisory lock every write transaction holds (an arbitrary 64-bit key:
 # "trio_ev" in ASCII).  Anything else writing to this database must take it too.
 WRITE_LOCK = 0x7472696F5F6576
-
-
-def _migrations_dir() -> Path:
-    return Path(str(resources.files("trio_events.store") / "migrations" / "postgresql"))
 
 
 def yoyo_url(url: str) -> str:
@@ -75,23 +70,9 @@ def check_url(url: str) -> None:
 
 
 def apply_pg_migrations(url: str) -> list[str]:
-    """Bring the database at ``url`` to the newest schema; return the ids applied.
-
-    The same migration ids as SQLite's, expressed for PostgreSQL; yoyo applies
-    each in its own transaction under its lock, so processes starting together
-    migrate once.
-    """
-    from yoyo import get_backend, read_migrations
-
-    backend = get_backend(yoyo_url(url))
-    try:
-        migrations = read_migrations(str(_migrations_dir()))
-        with backend.lock():
-            pending = backend.to_apply(migrations)
-            backend.apply_migrations(pending)
-        return [m.id for m in pending]
-    finally:
-        backend.connection.close()
+    """Bring the database at ``url`` to the newest schema (the same migration
+    ids as SQLite's, expressed for PostgreSQL); return the ids applied."""
+    return schema.apply_migrations(yoyo_url(url), "postgresql")
 
 
 class PostgresStore(ThreadedStore):

@@ -18,7 +18,6 @@ import contextlib
 import logging
 import sqlite3
 from collections.abc import AsyncIterator, Callable
-from importlib import resources
 from pathlib import Path
 from typing import TypeVar
 
@@ -26,6 +25,7 @@ import trio
 
 from ..config import ConfigError, StorageConfig
 from ..model import StoredEvent
+from . import schema
 from .base import Tx
 from .dialect import SqliteDb
 from .queries import SqlTx
@@ -37,28 +37,9 @@ T = TypeVar("T")
 log = logging.getLogger("trio_events.store")
 
 
-def _migrations_dir() -> Path:
-    return Path(str(resources.files("trio_events.store") / "migrations" / "sqlite"))
-
-
 def apply_migrations(path: Path) -> list[str]:
-    """Bring the database at ``path`` to the newest schema; return the ids applied.
-
-    yoyo-migrations keeps the list of applied migrations in the database and
-    applies each pending one in its own transaction, under its lock table, so
-    two processes starting at once do not both migrate.
-    """
-    from yoyo import get_backend, read_migrations
-
-    backend = get_backend(f"sqlite:///{path}")
-    try:
-        migrations = read_migrations(str(_migrations_dir()))
-        with backend.lock():
-            pending = backend.to_apply(migrations)
-            backend.apply_migrations(pending)
-        return [m.id for m in pending]
-    finally:
-        backend.connection.close()
+    """Bring the SQLite database at ``path`` to the newest schema; return the ids applied."""
+    return schema.apply_migrations(f"sqlite:///{path}", "sqlite")
 
 
 def connect(path: Path, config: StorageConfig) -> sqlite3.Connection:
