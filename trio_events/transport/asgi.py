@@ -2,8 +2,7 @@
 
 :func:`trio_events.transport.http.serve_http` hands every connection that is
 not an event stream to :class:`HypercornConnection`, hypercorn's own
-``TCPServer`` with the changes below, in front of the ASGI app wrapped in
-:class:`BodyBeforeAnswer`.
+``TCPServer`` with the changes below.
 
 **Closing.**  hypercorn closes a connection from whichever task asks for it.
 When a response ends while its request's body is still arriving (a 401, 404
@@ -19,10 +18,10 @@ connection ``LINGER`` seconds later at the latest.  Closing straight away
 instead would make the kernel reset a connection with unread input, and a
 reset can destroy the answer before the client reads it.
 
-**Keeping the connection.**  :class:`BodyBeforeAnswer` holds such an early
-answer until the body has arrived, briefly, so that h11 can start the next
-request and the connection stays usable; past that it adds
-``Connection: close``.
+**Keeping the connection.**  The app's body wrapper
+(:mod:`trio_events.api.body_window`) holds such an early answer until the
+body has arrived, briefly, so that h11 can start the next request and the
+connection stays usable; past that it adds ``Connection: close``.
 
 **Errors.**  A request h11 cannot parse is answered in the contract's JSON
 error format (hypercorn sends an empty body), and the connection closes.
@@ -42,7 +41,6 @@ from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 from typing import Any
 
-import attrs
 import h11
 import trio
 from hypercorn.events import Closed, Event, RawData
@@ -57,10 +55,7 @@ from ..errors import ApiError
 from .websocket import _error_parts
 
 __all__ = [
-    "BODY_WAIT",
-    "BODY_WAIT_BYTES",
     "LINGER",
-    "BodyBeforeAnswer",
     "H11Connection",
     "HypercornConnection",
     "IdleTimer",
@@ -72,18 +67,6 @@ LINGER = 2.0
 The client gets the end of the answer (and, over plain TCP, a FIN) at once;
 a well-behaved one closes its side within a round trip.  2 s leaves room for
 a slow network, and bounds what a client that never closes can hold."""
-
-BODY_WAIT = 1.0
-"""Seconds an answer given before its request's body arrived waits for that body.
-
-A body sent right after its head (the usual case) arrives within a round
-trip; waiting keeps the connection reusable.  A client that takes longer,
-or sends more than ``BODY_WAIT_BYTES`` meanwhile, gets the answer with
-``Connection: close``."""
-
-BODY_WAIT_BYTES = 1 << 20
-"""Body bytes an early answer waits for at most (quart-trio's receiver keeps
-reading meanwhile; ``api.body_window`` drops what arrives after the answer)."""
 
 _PROTOCOL_ERRORS = {
     400: "Malformed HTTP request",
@@ -253,64 +236,3 @@ class H11Connection(H11Protocol):
             ws = getattr(self.stream, "connection", None)  # set once accepted
             if ws is not None and ws.state in _CLOSING:
                 await self.send(Closed())
-
-
-@attrs.define
-class _Body:
-    """How much of one request's body the app has received."""
-
-    received: int = 0
-    complete: bool = False
-    limit: float = math.inf
-    settled: trio.Event = attrs.Factory(trio.Event)
-
-    def saw(self, message: dict[str, Any]) -> None:
-        if message["type"] == "http.request":
-            self.received += len(message.get("body", b""))
-            self.complete = not message.get("more_body", False)
-        else:  # http.disconnect: nothing more will come
-            self.complete = True
-        if self.complete or self.received > self.limit:
-            self.settled.set()
-
-
-class BodyBeforeAnswer:
-    """ASGI middleware: an early answer waits for its request's body (see the module).
-
-    quart-trio reads the body in a task of its own while the handler runs,
-    so the body keeps arriving while the answer waits.
-    """
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        body = _Body()
-
-        async def receive_counted() -> Any:
-            message = await receive()
-            body.saw(message)
-            return message
-
-        async def send_after_body(message: Any) -> None:
-            if message["type"] == "http.response.start" and not body.complete:
-                message = await _wait_for_body(body, message)
-            await send(message)
-
-        await self.app(scope, receive_counted, send_after_body)
-
-
-async def _wait_for_body(body: _Body, start: dict[str, Any]) -> dict[str, Any]:
-    """``start`` once ``body`` is complete, or with ``Connection: close`` if it is not soon."""
-    headers = list(start.get("headers", []))
-    if any(name.lower() == b"connection" and b"close" in value.lower() for name, value in headers):
-        return start  # closing anyway: nothing to wait for
-    body.limit = body.received + BODY_WAIT_BYTES
-    with trio.move_on_after(BODY_WAIT):
-        await body.settled.wait()
-    if body.complete:
-        return start
-    return {**start, "headers": [*headers, (b"connection", b"close")]}

@@ -36,7 +36,7 @@ from hypercorn.utils import wrap_app
 
 from ..errors import HeaderTooLarge
 from ..services import Services
-from .asgi import LINGER, BodyBeforeAnswer, HypercornConnection
+from .asgi import LINGER, HypercornConnection
 from .websocket import FrameCache, error_response, serve_events
 
 __all__ = ["PrefixedStream", "is_events_upgrade", "serve_http"]
@@ -148,7 +148,7 @@ async def serve_http(
     ``listen_fds``: listening sockets inherited from a ``--workers``
     supervisor, used instead of binding ``hc.bind``.
     """
-    asgi = wrap_app(BodyBeforeAnswer(app), hc.wsgi_max_body_size, "asgi")
+    asgi = wrap_app(app, hc.wsgi_max_body_size, "asgi")
     state: dict[str, Any] = {}
     lifespan = Lifespan(asgi, hc, state)
     context = WorkerContext(None)
