@@ -36,10 +36,9 @@ import secrets
 import shutil
 import signal
 import socket
-import sys
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
 import attrs
@@ -49,7 +48,16 @@ import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
 
 from .fault_helpers import START_TIMEOUT, ServerProcess
-from .helpers import ADMIN_NAME, ADMIN_PASSWORD, USER_PASSWORD, free_port, login, session_headers
+from .helpers import (
+    ADMIN_NAME,
+    ADMIN_PASSWORD,
+    USER_PASSWORD,
+    ChildProcess,
+    free_port,
+    login,
+    serve_argv,
+    session_headers,
+)
 
 __all__ = [
     "DEGRADED",
@@ -160,63 +168,25 @@ async def redis_answers(port: int) -> bool:
 
 
 @attrs.define
-class RedisServer:
+class RedisServer(ChildProcess):
     """A private ``redis-server`` without persistence; ``start`` returns once it
     answers PING.  It can be SIGKILLed and started again on the same port."""
 
-    workdir: Path
-    port: int = attrs.field(factory=free_port)
-    process: trio.Process | None = None
-    starts: int = 0
+    LOG_NAME: ClassVar[str] = "redis"
+    READY_POLL: ClassVar[float] = POLL
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    @property
-    def log_path(self) -> Path:
-        return self.workdir / f"redis-{self.starts}.log"
-
     async def start(self) -> None:
-        assert self.process is None
         assert REDIS_SERVER is not None, "require_redis(private=True) first"
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self.starts += 1
         argv = [
-            REDIS_SERVER,
-            "--port",
-            str(self.port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(self.workdir),
+            *[REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1"],
+            *["--save", "", "--appendonly", "no", "--dir", str(self.workdir)],
         ]
-        with self.log_path.open("wb") as log:
-            self.process = await trio.lowlevel.open_process(argv, stdout=log, stderr=log)
-        with trio.fail_after(REDIS_START_TIMEOUT):
-            while not await redis_answers(self.port):
-                assert self.process.poll() is None, self.log_path.read_text()
-                await trio.sleep(POLL)
-
-    async def kill(self) -> None:
-        """SIGKILL: every connection drops at once, nothing is said to anyone."""
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        with trio.fail_after(10):
-            await self.process.wait()
-        self.process = None
-
-    async def ensure_dead(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-        if self.process is not None:
-            with trio.CancelScope(shield=True):
-                await self.process.wait()
-        self.process = None
+        ready = functools.partial(redis_answers, self.port)
+        await self.launch(argv, ready, trio.current_time() + REDIS_START_TIMEOUT)
 
 
 @pytest.fixture(name="redis_url")
@@ -365,7 +335,7 @@ async def open_cluster(
     for index in range(count):
         workdir = tmp_path / f"node{index}"
         workdir.mkdir()
-        nodes.append(ServerProcess(config, workdir / "data", workdir))
+        nodes.append(ServerProcess(workdir, config_file=config, data_dir=workdir / "data"))
     cluster = Cluster(nodes, config, channel)
     try:
         async with trio.open_nursery() as nursery:
@@ -719,24 +689,11 @@ class Supervisor:
 
     async def start(self) -> None:
         assert self.process is None
-        argv = [
-            sys.executable,
-            "-m",
-            "trio_events",
-            "serve",
-            "--workers",
-            str(self.workers),
-            "--port",
-            str(self.port),
-            "--data-dir",
-            str(self.workdir / "data"),
-            "--config",
-            str(self.config_file),
-        ]
-        env = {k: v for k, v in os.environ.items() if not k.startswith("TRIO_EVENTS")}
+        workers = ["--workers", str(self.workers)]
+        argv = serve_argv(self.port, self.workdir / "data", self.config_file, *workers)
         with self.log_path.open("wb") as log:
             self.process = await trio.lowlevel.open_process(
-                argv, stdout=log, stderr=log, env=env, cwd=str(self.workdir)
+                argv, stdout=log, stderr=log, cwd=str(self.workdir)
             )
 
     def children(self) -> set[int]:

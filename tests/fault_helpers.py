@@ -14,18 +14,16 @@ import contextlib
 import ctypes
 import json
 import os
-import signal
 import sqlite3
-import sys
 from collections.abc import Mapping
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import attrs
-import httpx
 import trio
 
-from .helpers import free_port
+from .helpers import ChildProcess, healthy, serve_argv, stop_process
 
 REPO_CONFIG = Path(__file__).resolve().parent.parent / "config.toml"
 DB_NAME = "trio_events.sqlite3"
@@ -49,84 +47,27 @@ def write_config(path: Path, replacements: Mapping[str, str]) -> Path:
 
 
 @attrs.define
-class ServerProcess:
+class ServerProcess(ChildProcess):
     """``trio_events serve`` as a child process; ``start`` returns once /healthz answers."""
 
-    config_file: Path
-    data_dir: Path
-    workdir: Path
-    port: int = attrs.field(factory=free_port)
-    process: trio.Process | None = None
-    starts: int = 0
+    LOG_NAME: ClassVar[str] = "server"
+
+    config_file: Path = attrs.field(kw_only=True)
+    data_dir: Path = attrs.field(kw_only=True)
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    @property
-    def log_path(self) -> Path:
-        return self.workdir / f"server-{self.starts}.log"
-
     async def start(self) -> None:
-        assert self.process is None
-        self.starts += 1
-        argv = [
-            sys.executable,
-            "-m",
-            "trio_events",
-            "serve",
-            "--port",
-            str(self.port),
-            "--data-dir",
-            str(self.data_dir),
-            "--config",
-            str(self.config_file),
-        ]
-        env = {k: v for k, v in os.environ.items() if not k.startswith("TRIO_EVENTS")}
-        with self.log_path.open("wb") as log:
-            self.process = await trio.lowlevel.open_process(
-                argv, stdout=log, stderr=log, env=env, cwd=str(self.workdir)
-            )
-        async with httpx.AsyncClient(base_url=self.url) as client:
-            with trio.fail_after(START_TIMEOUT):
-                while True:
-                    try:
-                        response = await client.get("/healthz")
-                    except httpx.TransportError:
-                        assert self.process.poll() is None, self.log_path.read_text()
-                        await trio.sleep(0.05)
-                        continue
-                    assert response.status_code == 200, response.text
-                    return
-
-    async def kill(self) -> None:
-        """SIGKILL: no shutdown code runs, whatever was in flight is cut."""
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        with trio.fail_after(10):
-            await self.process.wait()
-        self.process = None
+        argv = serve_argv(self.port, self.data_dir, self.config_file)
+        await self.launch(argv, partial(healthy, self.port), trio.current_time() + START_TIMEOUT)
 
     async def stop(self) -> int:
         """SIGTERM and wait; return the exit code."""
         assert self.process is not None
         process, self.process = self.process, None
-        process.send_signal(signal.SIGTERM)
-        try:
-            with trio.fail_after(15):
-                return await process.wait()
-        finally:
-            if process.poll() is None:
-                process.kill()
-                await process.wait()
-
-    async def ensure_dead(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-        if self.process is not None:
-            with trio.CancelScope(shield=True):
-                await self.process.wait()
-        self.process = None
+        return await stop_process(process)
 
 
 @attrs.frozen

@@ -6,10 +6,12 @@ import contextlib
 import random
 import signal
 import socket
-from collections.abc import AsyncIterator, Mapping
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
+import attrs
 import httpx
 import trio
 
@@ -161,3 +163,60 @@ async def reap(process: trio.Process) -> int:
         process.kill()
     code: int = await process.wait()
     return code
+
+
+def serve_argv(port: int, data_dir: Path, config_file: Path, *extra: str) -> list[str]:
+    """``python -m trio_events serve`` on ``port`` with this data directory and config."""
+    return [
+        *[sys.executable, "-m", "trio_events", "serve", *extra],
+        *["--port", str(port), "--data-dir", str(data_dir), "--config", str(config_file)],
+    ]
+
+
+@attrs.define
+class ChildProcess:
+    """A child process a test starts, SIGKILLs and starts again on the same
+    port; each start logs to its own numbered file in ``workdir``."""
+
+    LOG_NAME: ClassVar[str] = "child"
+    READY_POLL: ClassVar[float] = 0.05  # seconds between two looks at readiness
+
+    workdir: Path
+    port: int = attrs.field(factory=free_port, kw_only=True)
+    process: trio.Process | None = attrs.field(default=None, kw_only=True)
+    starts: int = attrs.field(default=0, kw_only=True)
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / f"{self.LOG_NAME}-{self.starts}.log"
+
+    async def launch(
+        self, argv: list[str], ready: Callable[[], Awaitable[bool]], deadline: float
+    ) -> None:
+        """Start ``argv`` in ``workdir``; return once ``ready()`` says so, by
+        ``deadline`` (a ``trio.current_time()`` value)."""
+        assert self.process is None
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.starts += 1
+        with self.log_path.open("wb") as log:
+            self.process = await trio.lowlevel.open_process(
+                argv, stdout=log, stderr=log, cwd=str(self.workdir)
+            )
+        with trio.fail_at(deadline):
+            while not await ready():
+                assert self.process.poll() is None, self.log_path.read_text()
+                await trio.sleep(self.READY_POLL)
+
+    async def kill(self) -> None:
+        """SIGKILL: nothing of the process's own shutdown runs."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        with trio.fail_after(10):
+            await self.process.wait()
+        self.process = None
+
+    async def ensure_dead(self) -> None:
+        if self.process is not None:
+            with trio.CancelScope(shield=True):
+                await reap(self.process)
+        self.process = None

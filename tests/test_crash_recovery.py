@@ -245,7 +245,7 @@ async def test_sigkill_loses_no_acknowledged_write_and_resume_fills_the_gap(
         },
     )
     data_dir = tmp_path / "data"
-    server = ServerProcess(config, data_dir, tmp_path)
+    server = ServerProcess(tmp_path, config_file=config, data_dir=data_dir)
     figures: list[dict[str, Any]] = []
     acked: set[int] = set()
     with trio.fail_after(40):
