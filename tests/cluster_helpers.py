@@ -198,10 +198,17 @@ async def redis_url_fixture(tmp_path: Path) -> AsyncIterator[str]:
     if _shared_problem() is None:
         yield REDIS_URL
         return
+    async with private_redis(tmp_path) as server:
+        yield server.url
+
+
+@contextlib.asynccontextmanager
+async def private_redis(tmp_path: Path) -> AsyncIterator[RedisServer]:
+    """A :class:`RedisServer` of the test's own, started, killed on exit."""
     server = RedisServer(tmp_path / "redis")
     try:
         await server.start()
-        yield server.url
+        yield server
     finally:
         await server.ensure_dead()
 

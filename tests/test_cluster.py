@@ -27,7 +27,6 @@ from .cluster_helpers import (
     READY,
     Headers,
     Json,
-    RedisServer,
     Streams,
     Supervisor,
     Watcher,
@@ -43,6 +42,7 @@ from .cluster_helpers import (
     open_cluster,
     open_streams,
     post,
+    private_redis,
     readiness,
     redis_url_fixture,  # noqa: F401 - the fixture, by import
     require_redis,
@@ -458,63 +458,59 @@ async def test_losing_redis_costs_latency_never_an_event(tmp_path: Path, pg_url:
     same port, /readyz says ready again, the bus carries events again, and
     every stream got every event once, as the log has them."""
     require_redis(private=True)
-    redis = RedisServer(tmp_path / "redis")
     with trio.fail_after(60):
-        try:
-            await redis.start()
-            async with (
-                open_cluster(
-                    tmp_path,
-                    2,
-                    database_url=pg_url,
-                    redis_url=redis.url,
-                    bus={"fallback_poll_interval": 0.1},
-                ) as cluster,
-                open_clients(cluster.urls) as http,
-            ):
-                admin = await admin_headers(http[0])
-                lobby = await create_room(http[0], admin, "lobby")
-                reader = await add_user(http[0], admin, "reader", token_client=http[0])
-                writer = await add_user(http[0], admin, "writer", token_client=http[1])
-                async with open_streams() as streams:
-                    watchers = [
-                        await streams.open(f"reader{k}@{p}", cluster.url(p), reader.bearer)
-                        for p in (0, 1)
-                        for k in range(2)
-                    ]
-                    start = max(w.hello["eventId"] for w in watchers)
-                    background = Writer(http[1], writer.bearer, lobby)
-                    streams.nursery.start_soon(background.run)
-                    await background.more(5)
+        async with (
+            private_redis(tmp_path) as redis,
+            open_cluster(
+                tmp_path,
+                2,
+                database_url=pg_url,
+                redis_url=redis.url,
+                bus={"fallback_poll_interval": 0.1},
+            ) as cluster,
+            open_clients(cluster.urls) as http,
+        ):
+            admin = await admin_headers(http[0])
+            lobby = await create_room(http[0], admin, "lobby")
+            reader = await add_user(http[0], admin, "reader", token_client=http[0])
+            writer = await add_user(http[0], admin, "writer", token_client=http[1])
+            async with open_streams() as streams:
+                watchers = [
+                    await streams.open(f"reader{k}@{p}", cluster.url(p), reader.bearer)
+                    for p in (0, 1)
+                    for k in range(2)
+                ]
+                start = max(w.hello["eventId"] for w in watchers)
+                background = Writer(http[1], writer.bearer, lobby)
+                streams.nursery.start_soon(background.run)
+                await background.more(5)
 
-                    await redis.kill()  # mid-stream, the writer carries on
-                    await wait_readiness(cluster.urls, DEGRADED)
-                    await background.more(10)
-                    down = list(background.acked)
-                    # written while Redis is down: process 0 can only have read the log
-                    for watcher in watchers:
-                        await watcher.wait_message(down[-1])
-                    assert redis.process is None
-                    assert [await readiness(url) for url in cluster.urls] == [DEGRADED] * 2
+                await redis.kill()  # mid-stream, the writer carries on
+                await wait_readiness(cluster.urls, DEGRADED)
+                await background.more(10)
+                down = list(background.acked)
+                # written while Redis is down: process 0 can only have read the log
+                for watcher in watchers:
+                    await watcher.wait_message(down[-1])
+                assert redis.process is None
+                assert [await readiness(url) for url in cluster.urls] == [DEGRADED] * 2
 
-                    await redis.start()  # same port, empty
-                    await wait_readiness(cluster.urls, READY)
-                    heard = await metric(cluster.url(0), "trio_events_bus_received_total")
-                    await background.more(10)
-                    acked = await background.stop()
-                    sentinel = await post(http[1], writer.bearer, lobby, "sentinel")
-                    end = max([await w.wait_message(sentinel) for w in watchers])
+                await redis.start()  # same port, empty
+                await wait_readiness(cluster.urls, READY)
+                heard = await metric(cluster.url(0), "trio_events_bus_received_total")
+                await background.more(10)
+                acked = await background.stop()
+                sentinel = await post(http[1], writer.bearer, lobby, "sentinel")
+                end = max([await w.wait_message(sentinel) for w in watchers])
 
-                    for p in (0, 1):
-                        log = await catch_up(http[p], reader.bearer, start, end)
-                        assert_same_as_log(watchers, log, start, end)
-                    for watcher in watchers:
-                        assert message_ids(watcher.between(start, end)) == [*acked, sentinel]
-                    # once Redis was back, the bus carried process 1's events again
-                    assert await metric(cluster.url(0), "trio_events_bus_received_total") > heard
-                await cluster.stop_all()
-        finally:
-            await redis.ensure_dead()
+                for p in (0, 1):
+                    log = await catch_up(http[p], reader.bearer, start, end)
+                    assert_same_as_log(watchers, log, start, end)
+                for watcher in watchers:
+                    assert message_ids(watcher.between(start, end)) == [*acked, sentinel]
+                # once Redis was back, the bus carried process 1's events again
+                assert await metric(cluster.url(0), "trio_events_bus_received_total") > heard
+            await cluster.stop_all()
 
 
 async def wait_children(supervisor: Supervisor, condition: Callable[[set[int]], bool]) -> set[int]:
@@ -699,45 +695,39 @@ async def test_resuming_on_a_process_that_has_not_yet_heard_of_since_is_not_refu
     (API.md section 8: resume works across server processes), not refused
     with 400 "since is in the future", and it must then get what follows."""
     require_redis(private=True)
-    redis = RedisServer(tmp_path / "redis")
     with trio.fail_after(45):
-        try:
-            await redis.start()
-            async with (
-                open_cluster(
-                    tmp_path,
-                    2,
-                    database_url=pg_url,
-                    redis_url=redis.url,
-                    bus={"fallback_poll_interval": 2.0},
-                ) as cluster,
-                open_clients(cluster.urls) as http,
-            ):
-                admin = await admin_headers(http[0])
-                lobby = await create_room(http[0], admin, "lobby")
-                reader = await add_user(http[0], admin, "reader", token_client=http[0])
-                await redis.kill()
-                await wait_readiness(cluster.urls, DEGRADED)
-                async with open_streams() as streams:
-                    on_a = await streams.open("reader@A", cluster.url(0), reader.bearer)
-                    # B also reads the log whenever a reconnection attempt fails,
-                    # so it is behind most of the time, not always: several tries
-                    tries: list[Watcher] = []
-                    for n in range(LAG_TRIES):
-                        if tries:
-                            await tries[-1].close()
-                        seen = await post(http[0], admin, lobby, f"seen on A {n}")
-                        await on_a.wait_message(seen)
-                        tries.append(
-                            await streams.open(
-                                f"reader@B{n}", cluster.url(1), reader.bearer, on_a.last
-                            )
-                        )
-                        assert tries[-1].hello["resumed"] is True, tries[-1].hello
-                    on_b = tries[-1]
-                    later = await post(http[0], admin, lobby, "after the resume")
-                    await on_b.wait_message(later)
-                    assert message_ids(on_b.frames) == [later]
-                await cluster.stop_all()
-        finally:
-            await redis.ensure_dead()
+        async with (
+            private_redis(tmp_path) as redis,
+            open_cluster(
+                tmp_path,
+                2,
+                database_url=pg_url,
+                redis_url=redis.url,
+                bus={"fallback_poll_interval": 2.0},
+            ) as cluster,
+            open_clients(cluster.urls) as http,
+        ):
+            admin = await admin_headers(http[0])
+            lobby = await create_room(http[0], admin, "lobby")
+            reader = await add_user(http[0], admin, "reader", token_client=http[0])
+            await redis.kill()
+            await wait_readiness(cluster.urls, DEGRADED)
+            async with open_streams() as streams:
+                on_a = await streams.open("reader@A", cluster.url(0), reader.bearer)
+                # B also reads the log whenever a reconnection attempt fails,
+                # so it is behind most of the time, not always: several tries
+                tries: list[Watcher] = []
+                for n in range(LAG_TRIES):
+                    if tries:
+                        await tries[-1].close()
+                    seen = await post(http[0], admin, lobby, f"seen on A {n}")
+                    await on_a.wait_message(seen)
+                    tries.append(
+                        await streams.open(f"reader@B{n}", cluster.url(1), reader.bearer, on_a.last)
+                    )
+                    assert tries[-1].hello["resumed"] is True, tries[-1].hello
+                on_b = tries[-1]
+                later = await post(http[0], admin, lobby, "after the resume")
+                await on_b.wait_message(later)
+                assert message_ids(on_b.frames) == [later]
+            await cluster.stop_all()
