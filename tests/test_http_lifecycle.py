@@ -22,6 +22,7 @@ from .helpers import TEST_TIMEOUT, make_config, serving
 from .rest_helpers import admin_actor, create_room, user_actors
 from .stream_helpers import bearer, stream_config, wait_subscribers
 from .transport_helpers import (
+    RawWs,
     assert_json_error,
     bearer_token,
     closed_after,
@@ -248,6 +249,15 @@ async def test_the_http2_preface_gets_http_1_1_errors(tmp_path: Path) -> None:
 # the ASGI event-stream route: an upgrade on a reused connection (issue 5, item 3)
 
 
+async def stream_after_a_request(stream: trio.SocketStream, token: str) -> RawWs:
+    """A request on ``stream``, then the event-stream upgrade on the same
+    connection: the quart-trio (ASGI) route."""
+    await stream.send_all(HEALTHZ)
+    first, rest = await read_response(stream)
+    assert first.status == 200
+    return await handshake(stream, bearer(token), rest)
+
+
 async def test_oversized_frame_on_the_asgi_route_is_1009_and_the_connection_ends(
     tmp_path: Path,
 ) -> None:
@@ -261,10 +271,7 @@ async def test_oversized_frame_on_the_asgi_route_is_1009_and_the_connection_ends
             (alice,) = await user_actors(client, server, "alice")
             token = await bearer_token(client, alice)
             async with await connect(server) as stream:
-                await stream.send_all(HEALTHZ)
-                first, rest = await read_response(stream)
-                assert first.status == 200
-                ws = await handshake(stream, bearer(token), rest)
+                ws = await stream_after_a_request(stream, token)
                 assert (await read_hello(ws))["userId"] == alice.user_id
                 await wait_subscribers(server, 1)
                 await ws.send(TextMessage(data="x" * (limit + 1)))
@@ -285,10 +292,7 @@ async def test_a_frame_at_the_limit_on_the_asgi_route_is_accepted(tmp_path: Path
             (alice,) = await user_actors(client, server, "alice")
             token = await bearer_token(client, alice)
             async with await connect(server) as stream:
-                await stream.send_all(HEALTHZ)
-                first, rest = await read_response(stream)
-                assert first.status == 200
-                ws = await handshake(stream, bearer(token), rest)
+                ws = await stream_after_a_request(stream, token)
                 await read_hello(ws)
                 envelope = '{"type":"Ping","data":""}'
                 data = "x" * (limit - len(envelope))
