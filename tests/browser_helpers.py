@@ -267,6 +267,22 @@ class ServeProcess:
         raise AssertionError(f"no /healthz answer: {self.log.read_text()}")
 
 
+def alice_reads_what_bob_posted(
+    server: ThreadServer, consoles: Consoles, url: str
+) -> tuple[Page, int]:
+    """alice's console on a public room "general", where bob posted "before"
+    and she sees it; her page and the room's id."""
+    server.create_user("alice")
+    server.create_user("bob")
+    general = server.create_room("general", "Public")
+    page = consoles.open("alice")
+    room(page, general).click()
+    with rest_session(url, "bob") as bob:
+        bob.post(f"/api/v1/rooms/{general}/messages", json={"content": "before"})
+    expect(messages(page)).to_have_text(["before"])
+    return page, general
+
+
 def trio_events_command(*args: str) -> list[str]:
     """The ``trio-events`` console script of the environment running the tests."""
     return [str(Path(sys.executable).parent / "trio-events"), *args]

@@ -34,6 +34,7 @@ from .browser_helpers import (
     WAIT_MS,
     Consoles,
     ThreadServer,
+    alice_reads_what_bob_posted,
     cli,
     hellos,
     launched_chromium,
@@ -303,14 +304,7 @@ def test_console_resumes_after_a_long_outage(browser: Browser, tmp_path: Path) -
     with open_consoles(browser, url) as consoles:
         consoles.expected += SERVER_DOWN
         with server_in_thread(config) as server:
-            server.create_user("alice")
-            server.create_user("bob")
-            general = server.create_room("general", "Public")
-            page = consoles.open("alice")
-            room(page, general).click()
-            with rest_session(url, "bob") as bob:
-                bob.post(f"/api/v1/rooms/{general}/messages", json={"content": "before"})
-            expect(messages(page)).to_have_text(["before"])
+            page, general = alice_reads_what_bob_posted(server, consoles, url)
         badge = page.locator("#connection-state")
         expect(badge).to_have_attribute("data-state", "reconnecting")
         assert page.evaluate("window.__teConsole.lastClose") == 1001  # the server closed it
@@ -347,14 +341,7 @@ def test_console_resumes_when_the_server_closes_the_stream(
     with open_consoles(browser, url) as consoles:
         consoles.expected += SERVER_DOWN  # e.g. a read receipt sent while it restarts
         with server_in_thread(config) as server:
-            server.create_user("alice")
-            server.create_user("bob")
-            general = server.create_room("general", "Public")
-            page = consoles.open("alice")
-            room(page, general).click()
-            with rest_session(url, "bob") as bob:
-                bob.post(f"/api/v1/rooms/{general}/messages", json={"content": "before"})
-            expect(messages(page)).to_have_text(["before"])
+            page, general = alice_reads_what_bob_posted(server, consoles, url)
             page.evaluate("window.__teConsole.hold()")  # stay away until reconnect()
         expect(page.locator("#connection-state")).to_have_attribute("data-state", "reconnecting")
         assert page.evaluate("window.__teConsole.lastClose") == 1001
