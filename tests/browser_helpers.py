@@ -288,10 +288,6 @@ def trio_events_command(*args: str) -> list[str]:
     return [str(Path(sys.executable).parent / "trio-events"), *args]
 
 
-def clean_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith("TRIO_EVENTS_")}
-
-
 @contextlib.contextmanager
 def serve_process(workdir: Path, data_dir: Path) -> Iterator[ServeProcess]:
     """Run ``trio-events serve`` on a fresh port from ``workdir`` (no config.toml
@@ -300,9 +296,7 @@ def serve_process(workdir: Path, data_dir: Path) -> Iterator[ServeProcess]:
     log = workdir / "serve.log"
     argv = trio_events_command("serve", "--port", str(port), "--data-dir", str(data_dir))
     with log.open("wb") as stderr:
-        process = subprocess.Popen(
-            argv, cwd=workdir, env=clean_env(), stdout=subprocess.DEVNULL, stderr=stderr
-        )
+        process = subprocess.Popen(argv, cwd=workdir, stdout=subprocess.DEVNULL, stderr=stderr)
     serving = ServeProcess(process, log, f"http://127.0.0.1:{port}")
     try:
         yield serving
@@ -318,7 +312,6 @@ def cli(workdir: Path, *args: str) -> None:
     done = subprocess.run(
         trio_events_command(*args),
         cwd=workdir,
-        env=clean_env(),
         capture_output=True,
         timeout=START_TIMEOUT,
         check=False,

@@ -134,7 +134,7 @@ async def wait_for_url(process: trio.Process, log: Path) -> str:
 
 
 async def test_example_runs_and_stops_on_sigint(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TRIO_EVENTS_")}
+    env = dict(os.environ)
     log = tmp_path / "embed.log"
     data = tmp_path / "data"  # fresh: no room, no user yet
     frames: list[Json] = []

@@ -56,7 +56,7 @@ class Served:
 async def served(tmp_path: Path) -> AsyncIterator[Served]:
     shutil.copyfile(REPO / "config.toml", tmp_path / "config.toml")
     port = free_port()
-    env = {key: value for key, value in os.environ.items() if not key.startswith("TRIO_EVENTS_")}
+    env = dict(os.environ)
     env.update(
         TRIO_EVENTS_SERVER__PORT=str(port),
         TRIO_EVENTS_BOOTSTRAP__ADMIN_PASSWORD=ADMIN_PASSWORD,
@@ -197,7 +197,7 @@ async def test_run_serve_starts_and_stops(tmp_path: Path) -> None:
     """The README's first command: ``./run serve`` (here with a free port and a
     temporary data directory), then SIGTERM."""
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TRIO_EVENTS_")}
+    env = dict(os.environ)
     log = tmp_path / "serve.log"
     with log.open("wb") as stderr:
         process = await trio.lowlevel.open_process(
@@ -228,7 +228,7 @@ async def test_run_serve_starts_and_stops(tmp_path: Path) -> None:
 
 async def test_run_serve_refuses_an_impossible_port() -> None:
     """The README's example of a configuration error, as written."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TRIO_EVENTS_")}
+    env = dict(os.environ)
     env["TRIO_EVENTS_SERVER__PORT"] = "70000"
     with trio.fail_after(120):
         result = await trio.run_process(
@@ -278,7 +278,7 @@ async def test_the_scaling_commands_run_as_written(tmp_path: Path) -> None:
     assert setup.count(database) == 2, "createdb and the URL name the database"
     port = free_port()
     setup = setup.replace("./run serve --workers 2", f"exec ./run serve --workers 2 --port {port}")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TRIO_EVENTS_")}
+    env = dict(os.environ)
     env.update(
         TRIO_EVENTS_SERVER__DATA_DIR=str(tmp_path / "data"),
         TRIO_EVENTS_BOOTSTRAP__ADMIN_PASSWORD=ADMIN_PASSWORD,
@@ -371,7 +371,7 @@ async def test_the_embedding_snippet_runs_as_written(tmp_path: Path) -> None:
     (tmp_path / "embed.py").write_text(match.group(1))
     shutil.copyfile(REPO / "config.toml", tmp_path / "config.toml")
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TRIO_EVENTS_")}
+    env = dict(os.environ)
     env.update(
         TRIO_EVENTS_SERVER__PORT=str(port),
         TRIO_EVENTS_SERVER__DATA_DIR=str(tmp_path / "data"),
