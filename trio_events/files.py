@@ -34,7 +34,7 @@ from typing import BinaryIO
 import attrs
 import trio
 
-__all__ = ["STALE_TEMP", "FileStore", "Upload"]
+__all__ = ["DEPLOYMENT_MARKER", "STALE_TEMP", "FileStore", "Upload"]
 
 # An upload in progress writes its temporary file at least every
 # ``server.request_timeout`` (or is refused), and is placed within a storage

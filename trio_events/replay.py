@@ -36,12 +36,13 @@ from .acl import AclStore, recipients
 from .errors import BadRequest, ServiceUnavailable
 from .events import encode_for, is_internal
 from .model import StoredEvent
+from .services.validate import query_value
 from .store import Store, Tx
 
 if TYPE_CHECKING:
     from .services import Services
 
-__all__ = ["Replay", "parse_since", "plan_replay", "query_value", "resync_frame"]
+__all__ = ["Replay", "parse_since", "plan_replay", "resync_frame"]
 
 BATCH = 1000
 CATCH_UP_TIMEOUT = 5.0  # seconds a resume waits for this process to reach ``since``
@@ -56,19 +57,6 @@ class Replay:
     @property
     def resumed(self) -> bool:
         return self.resync_oldest is None
-
-
-def query_value(values: Sequence[str], name: str) -> str | None:
-    """The value of query parameter ``name`` (``values``: each occurrence), or
-    None when it is absent; a 400 when it is given more than once, since
-    servers and proxies disagree on which occurrence counts.
-
-    Parameters the events endpoint does not know are ignored, on the stream
-    and in catch-up alike: clients and proxies add cache-busters such as
-    ``_=1700000000``."""
-    if len(values) > 1:
-        raise BadRequest(f"Query parameter {name!r} must be given at most once")
-    return values[0] if values else None
 
 
 def parse_since(raw: str | None, latest: int) -> int | None:
@@ -88,7 +76,7 @@ def parse_since(raw: str | None, latest: int) -> int | None:
 
 async def checked_since(svc: Services, values: Sequence[str]) -> int | None:
     """``since`` of a resume or catch-up (``values``: each occurrence in the
-    query, see :func:`query_value`), checked against the whole log.
+    query, see :func:`~trio_events.services.validate.query_value`), checked against the whole log.
 
     Usually it is at most what this process's broker has routed.  In cluster
     mode the client may have seen newer events on another process that is

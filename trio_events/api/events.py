@@ -21,7 +21,8 @@ from quart.wrappers import Websocket
 
 from ..connection import PeerClosed, run_stream
 from ..errors import BadRequest
-from ..replay import checked_since, plan_replay, query_value, resync_frame
+from ..replay import checked_since, plan_replay, resync_frame
+from ..services.validate import page_limit, query_value
 from ..streams import open_stream
 from .common import authenticate, services
 
@@ -76,14 +77,14 @@ async def catch_up() -> Response:
     ``eventId`` in the answer is where to continue from (``since`` of the next
     call); it is below the newest id when ``limit`` cut the page short.
     Query parameters other than ``since`` and ``limit`` are ignored, as on
-    the stream (:func:`~trio_events.replay.query_value`).
+    the stream (:func:`~trio_events.services.validate.query_value`).
     """
     principal = await authenticate()
     svc = services()
     broker = svc.broker
     args = request.args
     cap = svc.config.limits.max_page
-    limit = _limit(query_value(args.getlist("limit"), "limit"), cap)
+    limit = page_limit(query_value(args.getlist("limit"), "limit"), cap)
     since = await checked_since(svc, args.getlist("since"))
     until = broker.last_event_id
     acl = broker.acl_copy()  # the table at `until`, taken in the same step
@@ -97,14 +98,6 @@ async def catch_up() -> Response:
             frames, next_since = replay.frames, replay.next_since
     body = f'{{"events":[{",".join(frames)}],"eventId":{next_since},"httpStatusCode":200}}'
     return Response(body, status=200, content_type="application/json; charset=utf-8")
-
-
-def _limit(raw: str | None, cap: int) -> int:
-    if raw is None or raw == "":
-        return cap
-    if not (raw.isascii() and raw.isdigit()) or len(raw) > 9 or int(raw) < 1:
-        raise BadRequest("Query parameter 'limit' must be a positive integer")
-    return min(int(raw), cap)
 
 
 @blueprint.websocket("/api/v1/events")

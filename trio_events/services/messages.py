@@ -22,11 +22,11 @@ from .access import RoomAccess, room_for
 from .attachments import release_files
 from .message_input import parse_batch, parse_issue, parse_meeting, parse_new_message, parse_patch
 from .outbox import Outbox
-from .validate import MAX_ID
+from .validate import MAX_ID, page_limit, query_value
 
 __all__ = ["MessageService", "Page"]
 
-PAGING_PARAMETERS = ("cursor", "limit", "direction")
+PAGING = ("cursor", "limit", "direction")
 CURSOR_RANGE = (
     f"Query parameter 'cursor' must be -1 or a message id (an integer from 0 to {MAX_ID})"
 )
@@ -69,24 +69,11 @@ class MessageService:
         Other parameters are ignored, so a cache-buster such as ``?_=123`` is
         no error; a known one given twice is, as picking one would be a guess.
         """
-        for name in PAGING_PARAMETERS:
-            if len(args.get(name, ())) > 1:
-                raise BadRequest(f"Query parameter {name!r} must be given at most once")
-        direction = _query_value(args, "direction") or "forward"
+        cursor, limit, direction = (query_value(args.get(name, ()), name) for name in PAGING)
+        direction = direction or "forward"
         if direction not in ("forward", "backward"):
             raise BadRequest("Query parameter 'direction' must be 'forward' or 'backward'")
-        return _cursor(_query_value(args, "cursor")), self._limit(args), direction == "backward"
-
-    def _limit(self, args: Mapping[str, Sequence[str]]) -> int:
-        """At most ``max_page``; any larger number, however large, asks for the cap."""
-        raw = _query_value(args, "limit")
-        cap = self._limits.max_page
-        if raw is None or raw == "":
-            return cap
-        digits = raw.lstrip("0")
-        if not (raw.isascii() and raw.isdigit()) or not digits:
-            raise BadRequest("Query parameter 'limit' must be a positive integer")
-        return cap if len(digits) > len(str(cap)) else min(int(digits), cap)
+        return _cursor(cursor), page_limit(limit, self._limits.max_page), direction == "backward"
 
     async def history(self, user: User, room_id: int, args: Mapping[str, Sequence[str]]) -> Page:
         cursor, limit, backward = self.parse_paging(args)
@@ -258,11 +245,6 @@ class MessageService:
             return True
 
         return await self._store.write(write)
-
-
-def _query_value(args: Mapping[str, Sequence[str]], name: str) -> str | None:
-    given = args.get(name, ())
-    return given[0] if given else None
 
 
 def _cursor(raw: str | None) -> int | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from enum import StrEnum
 from typing import Any, TypeVar
 
@@ -130,3 +130,25 @@ def check_password(value: str) -> str:
             f"Field 'password' must be {MIN_PASSWORD} to {MAX_PASSWORD} characters long"
         )
     return value
+
+
+def query_value(values: Sequence[str], name: str) -> str | None:
+    """The value of query parameter ``name`` (``values``: each occurrence), or
+    None when it is absent; a 400 when it is given more than once, since
+    servers and proxies disagree on which occurrence counts.  (Parameters an
+    endpoint does not know are ignored: clients and proxies add
+    cache-busters such as ``_=1700000000``.)"""
+    if len(values) > 1:
+        raise BadRequest(f"Query parameter {name!r} must be given at most once")
+    return values[0] if values else None
+
+
+def page_limit(raw: str | None, cap: int) -> int:
+    """A ``limit`` query value: at most ``cap``; absent or empty asks for the
+    cap, and so does any larger number, however many digits it has."""
+    if raw is None or raw == "":
+        return cap
+    digits = raw.lstrip("0")
+    if not (raw.isascii() and raw.isdigit()) or not digits:
+        raise BadRequest("Query parameter 'limit' must be a positive integer")
+    return cap if len(digits) > len(str(cap)) else min(int(digits), cap)
