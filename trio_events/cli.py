@@ -451,12 +451,12 @@ def _sole_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
     """The error a user should read from a group raised out of nurseries.
 
     Start-up failures (a port in use, an unreadable database) surface from
-    inside the server's nurseries wrapped in exception groups.  When every
-    leaf is an error we expect, the first one is the story; anything else is
-    a bug and keeps its traceback.
+    inside the server's nurseries wrapped in exception groups.  A group that
+    holds exactly one error we expect is unwrapped to it; a group of several
+    errors, or of one we did not expect (a bug), keeps its traceback.
     """
     leaves = _leaves(group)
-    if all(isinstance(leaf, EXPECTED_ERRORS) for leaf in leaves):
+    if len(leaves) == 1 and isinstance(leaves[0], EXPECTED_ERRORS):
         return leaves[0]
     return group
 
